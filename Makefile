@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.compkit-installed
+DEMO_WORKSPACE ?= work
+
+.PHONY: install test demo lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check compkit tests benchmarks
+
+# The demo pipeline as far as compkit goes today, on both bundled demo competitions.
+demo: $(STAMP)
+	@for slug in demo-match demo-identify; do \
+	  $(BIN)/compkit fetch -c $$slug --workspace $(DEMO_WORKSPACE) && \
+	  $(BIN)/compkit folds -c $$slug --workspace $(DEMO_WORKSPACE) && \
+	  $(BIN)/compkit score -c $$slug --workspace $(DEMO_WORKSPACE) \
+	    $(DEMO_WORKSPACE)/$$slug/data/sample_submission.csv || exit 1; \
+	done
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/knn.py
+	$(BIN)/python benchmarks/metrics.py
+
+clean:
+	rm -rf $(VENV) work .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""compkit's command line: the only package that imports typer and rich."""

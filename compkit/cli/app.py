@@ -1,0 +1,37 @@
+"""The `compkit` command: wires each command module into one Typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from compkit import __version__
+from compkit.cli import data_commands, score_command
+
+app = typer.Typer(
+    name="compkit",
+    help="Run a Kaggle retrieval competition from download to submission.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"compkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Run a Kaggle retrieval competition from download to submission."""
+
+
+data_commands.register(app)
+score_command.register(app)
+
+
+def main() -> None:
+    app()

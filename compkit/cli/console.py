@@ -1,0 +1,104 @@
+"""Consoles, error mapping and a rich implementation of compkit's progress interface."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from compkit.errors import CompkitError
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, *, code: int = 1) -> None:
+    """Print one red line on stderr and exit with `code`."""
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def handle_errors(command: F) -> F:
+    """Turn compkit errors into one red line and exit 1; other exceptions too unless COMPKIT_DEBUG=1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CompkitError as error:
+            fail(str(error))
+        except KeyboardInterrupt:
+            fail("interrupted; finished artifacts are kept and the next run resumes", code=130)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as error:
+            if os.environ.get("COMPKIT_DEBUG"):
+                raise
+            fail(f"unexpected {type(error).__name__}: {error} (set COMPKIT_DEBUG=1 for the traceback)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: TaskID) -> None:
+        self._progress = progress
+        self._task_id = task_id
+
+    def advance(self, amount: float = 1) -> None:
+        self._progress.advance(self._task_id, amount)
+
+    def update(self, *, completed: float | None = None, total: float | None = None, info: str | None = None) -> None:
+        fields = {} if info is None else {"info": info}
+        self._progress.update(self._task_id, completed=completed, total=total, **fields)
+
+
+class RichProgress:
+    """compkit.progress.Progress drawn with rich on stderr; use as a context manager."""
+
+    def __init__(self, console: Console = stderr) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=not console.is_terminal and not os.environ.get("COMPKIT_PROGRESS"),
+        )
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def task(self, description: str, total: float | None = None) -> _RichTask:
+        return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
+
+    def log(self, message: str) -> None:
+        self._progress.console.print(message, highlight=False)
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,108 @@
+"""Commands that set a competition up: competitions, init, fetch, folds, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
+from compkit.cli.options import Competition, Force, WorkspaceBase
+from compkit.config import load_config
+from compkit.workspace import Workspace
+
+STATE_STYLES = {"fresh": "green", "stale": "yellow", "present": "cyan", "missing": "dim"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("competitions")(handle_errors(competitions))
+    app.command("init")(handle_errors(init))
+    app.command("fetch")(handle_errors(fetch))
+    app.command("folds")(handle_errors(folds))
+    app.command("status")(handle_errors(status))
+
+
+def competitions() -> None:
+    """List the competitions compkit can find (./competitions first, then the shipped ones)."""
+    from compkit.config import available_competitions, resolve_config_path
+
+    table = Table("slug", "task", "source", "config")
+    for slug in available_competitions():
+        path = resolve_config_path(slug)
+        config = load_config(str(path))
+        table.add_row(slug, config.task, config.source, str(path))
+    stdout.print(table)
+
+
+def init(
+    slug: Annotated[str, typer.Argument(help="The competition's slug, as in its Kaggle URL.")],
+    task: Annotated[str, typer.Option("--task", help="match (Shopee-style) or identify (Happywhale-style).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Folder of competition folders.")] = Path("competitions"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing competition.toml.")] = False,
+) -> None:
+    """Scaffold competitions/SLUG/competition.toml with the task's standard Kaggle columns."""
+    from compkit.scaffold import init_competition
+
+    path = init_competition(slug, task, directory=directory, force=force)
+    stderr.print(f"wrote {path}: edit the columns and models, then run `compkit fetch -c {slug}`")
+    stdout.print(str(path), highlight=False)
+
+
+def fetch(
+    competition: Competition,
+    source: Annotated[
+        str | None, typer.Option("--source", help="kaggle, local or synthetic (default: the config's).")
+    ] = None,
+    path: Annotated[Path | None, typer.Option("--path", help="Folder or zip for --source local.")] = None,
+    force: Force = False,
+    workspace: WorkspaceBase = None,
+) -> None:
+    """Download (or copy, or generate) the competition's data into the workspace."""
+    from compkit.fetch import fetch_competition
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    with RichProgress() as progress:
+        result = fetch_competition(config, space, source=source, path=path, force=force, progress=progress)
+    stderr.print(result.message, highlight=False)
+    stdout.print(str(result.data_dir), highlight=False)
+
+
+def folds(
+    competition: Competition,
+    n_splits: Annotated[int | None, typer.Option("--n-splits", help="Number of folds.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="stratified, group or stratified-group.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the split.")] = None,
+    workspace: WorkspaceBase = None,
+) -> None:
+    """Assign every training row to a fold and print the fold sizes."""
+    from compkit.folds import build_folds
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    result = build_folds(config, space, n_splits=n_splits, strategy=strategy, seed=seed)
+    summary = result.summary
+    table = Table(*[str(c) for c in summary.columns], title=f"{config.slug} folds ({result.strategy})")
+    for row in summary.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    stderr.print(table)
+    stdout.print(str(result.path), highlight=False)
+
+
+def status(competition: Competition, workspace: WorkspaceBase = None) -> None:
+    """Show each stage's artifacts: fresh, stale, present (not judged) or missing."""
+    from compkit.status import stage_statuses
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    table = Table("stage", "state", "artifact", "detail", title=f"{config.slug} ({space.root})")
+    for entry in stage_statuses(config, space):
+        style = STATE_STYLES[entry.state]
+        artifact = entry.artifact
+        relative = artifact.relative_to(space.root) if artifact.is_relative_to(space.root) else artifact
+        table.add_row(entry.stage, f"[{style}]{entry.state}[/]", str(relative), entry.detail)
+    stdout.print(table)

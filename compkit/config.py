@@ -1,0 +1,266 @@
+"""Typed competition config: frozen dataclasses loaded strictly from `competition.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from compkit.errors import ConfigError
+from compkit.schema import build
+
+Task = Literal["match", "identify"]
+FoldStrategy = Literal["stratified", "group", "stratified-group"]
+Source = Literal["kaggle", "local", "synthetic"]
+
+CONFIG_FILE = "competition.toml"
+SHIPPED_DIR = Path(__file__).resolve().parent / "competitions"
+SOURCE_CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "competitions"
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Where the competition's files are, relative to the workspace's data folder."""
+
+    train: str = "train.csv"
+    test: str | None = None
+    sample_submission: str = "sample_submission.csv"
+    solution: str | None = None
+    train_images: str = "train_images"
+    test_images: str = "test_images"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of train/test files."""
+
+    id: str
+    label: str
+    image: str | None = None
+    text: str | None = None
+    phash: str | None = None
+    species: str | None = None
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    n_splits: int = 5
+    strategy: FoldStrategy | None = None
+    seed: int = 42
+
+    def check(self) -> str | None:
+        if self.n_splits < 2:
+            return f"n_splits must be >= 2, got n_splits={self.n_splits}"
+        return None
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """Margin head of a trained model (ArcFace or sub-center ArcFace)."""
+
+    type: Literal["arcface", "subcenter_arcface"] = "arcface"
+    scale: float = 30.0
+    margin: float = 0.5
+    easy_margin: bool = False
+    subcenters: int = 3
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    head_lr: float | None = None
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_accum: int = 1
+    clip_grad: float | None = None
+    ema_decay: float | None = None
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = True
+    deterministic: bool = False
+    seed: int = 42
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    name: str
+    kind: Literal["image"]
+    backbone: str
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    image_size: int = 224
+    embedding_dim: int = 512
+    pooling: Literal["gem", "avg"] = "gem"
+    head: HeadSettings = field(default_factory=HeadSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass(frozen=True)
+class TextModel:
+    name: str
+    kind: Literal["text"]
+    encoder: str
+    max_length: int = 64
+    embedding_dim: int = 256
+    head: HeadSettings = field(default_factory=HeadSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass(frozen=True)
+class TfidfModel:
+    name: str
+    kind: Literal["tfidf"]
+    analyzer: Literal["word", "char", "char_wb"] = "word"
+    ngram_range: tuple[int, int] = (1, 1)
+    max_features: int | None = None
+    min_df: int = 1
+    sublinear_tf: bool = True
+
+
+@dataclass(frozen=True)
+class PhashModel:
+    name: str
+    kind: Literal["phash"]
+
+
+ModelConfig = ImageModel | TextModel | TfidfModel | PhashModel
+
+
+@dataclass(frozen=True)
+class PostprocessSpace:
+    """Post-processing parameters and the ranges tuning searches over."""
+
+    threshold: tuple[float, float] = (0.2, 0.95)
+    default_threshold: float = 0.5
+    max_matches: int = 50
+    top_n: int = 100
+
+
+@dataclass(frozen=True)
+class SubmissionFormat:
+    id_column: str
+    prediction_column: str
+    max_predictions: int
+    new_individual: str = "new_individual"
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """Parameters of a bundled demo competition's generated data."""
+
+    seed: int = 0
+    n_train_groups: int = 400
+    n_test_groups: int = 150
+    image_size: int = 64
+
+
+@dataclass(frozen=True)
+class CompetitionConfig:
+    slug: str
+    task: Task
+    columns: Columns
+    submission: SubmissionFormat
+    title: str = ""
+    kaggle: str | None = None
+    source: Source = "kaggle"
+    data: DataFiles = field(default_factory=DataFiles)
+    fixes: dict[str, dict[str, str]] = field(default_factory=dict)
+    folds: FoldSettings = field(default_factory=FoldSettings)
+    models: tuple[ModelConfig, ...] = ()
+    postprocess: PostprocessSpace = field(default_factory=PostprocessSpace)
+    synthetic: SyntheticSettings | None = None
+
+    def check(self) -> str | None:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            return f"models: duplicate model name {duplicates[0]!r}"
+        if self.source == "synthetic" and self.synthetic is None:
+            return "source = 'synthetic' needs a [synthetic] table"
+        if self.source == "kaggle" and not self.kaggle:
+            return "source = 'kaggle' needs kaggle = '<competition slug on Kaggle>'"
+        if self.task == "identify" and self.data.test is None and not self.data.sample_submission:
+            return "data: identify needs data.test or data.sample_submission to list the test images"
+        return None
+
+    @property
+    def fold_strategy(self) -> FoldStrategy:
+        """Return the fold strategy, defaulting by task (group for match, stratified for identify)."""
+        if self.folds.strategy is not None:
+            return self.folds.strategy
+        return "group" if self.task == "match" else "stratified"
+
+    def model(self, name: str) -> ModelConfig:
+        """Return the model called `name`, or raise ConfigError listing the declared ones."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        declared = ", ".join(m.name for m in self.models) or "none"
+        raise ConfigError(f"unknown model {name!r} for {self.slug} (declared: {declared})")
+
+
+def search_dirs() -> list[Path]:
+    """Return the folders searched for competitions, in order: ./competitions, then the shipped ones."""
+    dirs = [Path.cwd() / "competitions", SHIPPED_DIR, SOURCE_CHECKOUT_DIR]
+    unique: list[Path] = []
+    for directory in dirs:
+        if directory.resolve() not in [d.resolve() for d in unique]:
+            unique.append(directory)
+    return unique
+
+
+def resolve_config_path(competition: str) -> Path:
+    """Return the competition.toml for a slug or a path to a folder or file."""
+    candidate = Path(competition)
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate
+    if (candidate / CONFIG_FILE).is_file() and ("/" in competition or candidate.is_absolute()):
+        return candidate / CONFIG_FILE
+    for directory in search_dirs():
+        path = directory / competition / CONFIG_FILE
+        if path.is_file():
+            return path
+    if (candidate / CONFIG_FILE).is_file():
+        return candidate / CONFIG_FILE
+    known = ", ".join(available_competitions()) or "none"
+    raise ConfigError(f"unknown competition {competition!r}: no {CONFIG_FILE} found (available: {known})")
+
+
+def available_competitions() -> list[str]:
+    """Return the slugs of every competition found in the search folders."""
+    slugs = set()
+    for directory in search_dirs():
+        if directory.is_dir():
+            slugs.update(p.parent.name for p in directory.glob(f"*/{CONFIG_FILE}"))
+    return sorted(slugs)
+
+
+def load_config(competition: str) -> CompetitionConfig:
+    """Return the typed config of a competition given by slug or path."""
+    path = resolve_config_path(competition)
+    return parse_config(path.read_bytes().decode("utf-8"), source=path)
+
+
+def parse_config(text: str, *, source: Path | str) -> CompetitionConfig:
+    """Return the typed config parsed from TOML text; errors name `source` and the key."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: invalid TOML: {error}") from None
+    config = build(CompetitionConfig, raw, key="", source=source)
+    _check_columns(config, source)
+    return config
+
+
+def _check_columns(config: CompetitionConfig, source: Path | str) -> None:
+    if config.task == "match" and config.submission.max_predictions > config.postprocess.max_matches:
+        raise ConfigError(f"{source}: submission.max_predictions exceeds postprocess.max_matches")
+    for model in config.models:
+        needed = {"image": "image", "text": "text", "tfidf": "text", "phash": "phash"}[model.kind]
+        if getattr(config.columns, needed) is None:
+            raise ConfigError(
+                f"{source}: models: model {model.name!r} of kind {model.kind!r} needs columns.{needed}"
+            )

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from compkit.cli.app import app
+from compkit.config import load_config
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("competitions", "init", "fetch", "folds", "status", "score"):
+        assert command in result.stdout
+
+
+def test_competitions_lists_shipped_ones():
+    result = invoke("competitions")
+    assert result.exit_code == 0
+    assert "demo-match" in result.stdout and "happy-whale-and-dolphin" in result.stdout
+
+
+def test_init_scaffolds_a_loadable_config_per_task(tmp_path: Path):
+    for task in ("match", "identify"):
+        slug = f"my-{task}"
+        result = invoke("init", slug, "--task", task, "--dir", str(tmp_path))
+        assert result.exit_code == 0, result.output
+        config = load_config(str(tmp_path / slug))
+        assert config.task == task
+        assert config.kaggle == slug
+    assert load_config(str(tmp_path / "my-match")).columns.id == "posting_id"
+    assert load_config(str(tmp_path / "my-identify")).submission.prediction_column == "predictions"
+
+
+def test_init_refuses_to_overwrite_with_one_line_error(tmp_path: Path):
+    assert invoke("init", "comp", "--task", "match", "--dir", str(tmp_path)).exit_code == 0
+    result = invoke("init", "comp", "--task", "match", "--dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert "already exists (use --force to overwrite)" in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_init_rejects_bad_task_and_slug(tmp_path: Path):
+    bad_task = invoke("init", "comp", "--task", "rank", "--dir", str(tmp_path))
+    assert bad_task.exit_code == 1 and "--task must be 'match' or 'identify'" in bad_task.stderr
+    bad_slug = invoke("init", "My Comp", "--task", "match", "--dir", str(tmp_path))
+    assert bad_slug.exit_code == 1 and "lower-case letters" in bad_slug.stderr
+    assert not (tmp_path / "comp").exists()
+
+
+def test_unknown_competition_is_one_red_line_and_exit_1():
+    result = invoke("status", "-c", "no-such-competition")
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: unknown competition 'no-such-competition'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_invalid_config_error_names_file_and_key(tmp_path: Path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    text = (Path(__file__).parents[1] / "competitions" / "demo-match" / "competition.toml").read_text()
+    (folder / "competition.toml").write_text(text.replace("n_splits = 4", "n_splits = 'four'"))
+    result = invoke("status", "-c", str(folder))
+    assert result.exit_code == 1
+    assert "competition.toml: folds.n_splits: expected an integer, got 'four'" in result.stderr
