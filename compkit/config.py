@@ -140,6 +140,13 @@ class PostprocessSpace:
 
 
 @dataclass(frozen=True)
+class EmbeddingSettings:
+    """How cached embeddings are stored."""
+
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass(frozen=True)
 class SubmissionFormat:
     id_column: str
     prediction_column: str
@@ -171,6 +178,7 @@ class CompetitionConfig:
     folds: FoldSettings = field(default_factory=FoldSettings)
     models: tuple[ModelConfig, ...] = ()
     postprocess: PostprocessSpace = field(default_factory=PostprocessSpace)
+    embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     synthetic: SyntheticSettings | None = None
 
     def check(self) -> str | None:

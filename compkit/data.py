@@ -56,7 +56,7 @@ def _check_unique_ids(frame: pd.DataFrame, id_column: str, path: Path) -> None:
     duplicated = frame[id_column].duplicated()
     if duplicated.any():
         row = int(duplicated.to_numpy().argmax())
-        raise DataError(f"{path}: row {row + 2}: duplicate id {frame[id_column].iloc[row]!r}")
+        raise DataError(f"{path}: row {row + 1}: duplicate id {frame[id_column].iloc[row]!r}")
 
 
 def load_train(config: CompetitionConfig, workspace: Workspace) -> pd.DataFrame:

@@ -42,6 +42,9 @@ class NullProgress:
         pass
 
 
+NO_PROGRESS = NullProgress()
+
+
 def track(progress: Progress, items: Iterable[T], description: str, total: float | None = None) -> Iterator[T]:
     """Yield `items`, advancing a progress task by one for each."""
     task = progress.task(description, total=total)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from compkit.config import CompetitionConfig
 from compkit.data import data_inputs
+from compkit.errors import CompkitError
 from compkit.workspace import Workspace, fingerprint, read_manifest, stage_inputs
 
 State = Literal["fresh", "stale", "present", "missing"]
@@ -37,25 +38,60 @@ def artifact_state(artifact: Path, inputs: dict | None) -> tuple[State, str]:
 
 def stage_statuses(config: CompetitionConfig, workspace: Workspace) -> list[StageStatus]:
     """Return the status of every stage of the pipeline for this competition."""
-    from compkit.folds import folds_inputs
+    from compkit.config import FoldSettings
+    from compkit.folds import fold_settings, folds_inputs
 
     statuses = []
     data_state, detail = artifact_state(workspace.data_dir, data_inputs(config, workspace))
     statuses.append(StageStatus("data", workspace.data_dir, data_state, detail))
 
-    folds_state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, config.folds))
+    recorded = (read_manifest(workspace.folds_path) or {}).get("inputs", {}).get("folds")
+    settings = FoldSettings(**recorded) if recorded else fold_settings(config)
+    folds_state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, settings))
     if folds_state == "fresh" and data_state != "fresh":
         folds_state, detail = "stale", "data is not fresh"
     statuses.append(StageStatus("folds", workspace.folds_path, folds_state, detail))
 
     for model in config.models:
-        for fold in range(config.folds.n_splits):
-            directory = workspace.model_dir(model.name, fold)
-            statuses.append(StageStatus(f"train {model.name} fold {fold}", directory, *artifact_state(directory, None)))
+        if model.kind in ("image", "text"):
+            statuses.append(_folds_stage(f"train {model.name}", config, workspace, model, _train_inputs))
+        statuses.append(_folds_stage(f"embed {model.name}", config, workspace, model, _embedding_inputs))
         statuses.append(_file_stage(f"tune {model.name}", workspace.tuned_params(model.name)))
         statuses.append(_file_stage(f"predict {model.name}", workspace.submission_csv(model.name)))
     statuses.append(_file_stage("ensemble", workspace.submission_csv("ensemble")))
     return statuses
+
+
+def _train_inputs(config, model, fold, workspace):
+    from compkit.training.rows import model_fold_inputs
+
+    return workspace.model_dir(model.name, fold), lambda: model_fold_inputs(config, model, fold, workspace)
+
+
+def _embedding_inputs(config, model, fold, workspace):
+    from compkit.embeddings import fold_dir_inputs
+
+    return workspace.embeddings_dir(model.name, fold), lambda: fold_dir_inputs(config, model, fold, workspace)
+
+
+def _folds_stage(stage: str, config, workspace: Workspace, model, artifact_and_inputs) -> StageStatus:
+    """Return one status for all folds of a model's stage: fresh only when every fold is."""
+    states = []
+    for fold in range(config.folds.n_splits):
+        artifact, inputs = artifact_and_inputs(config, model, fold, workspace)
+        try:
+            states.append(artifact_state(artifact, inputs())[0])
+        except CompkitError:  # an upstream artifact is missing, so this one cannot be fresh
+            states.append("stale" if artifact.exists() else "missing")
+    folder = artifact.parent
+    n_fresh = states.count("fresh")
+    if n_fresh == len(states):
+        return StageStatus(stage, folder, "fresh", f"{len(states)} folds")
+    if "stale" in states:
+        return StageStatus(stage, folder, "stale", f"{states.count('stale')} of {len(states)} folds stale")
+    if n_fresh:
+        return StageStatus(stage, folder, "present", f"{n_fresh} of {len(states)} folds fresh")
+    return StageStatus(stage, folder, "missing", "")
 
 
 def _file_stage(stage: str, artifact: Path) -> StageStatus:

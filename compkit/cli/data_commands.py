@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
@@ -84,7 +86,11 @@ def folds(
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
-    result = build_folds(config, space, n_splits=n_splits, strategy=strategy, seed=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build_folds(config, space, n_splits=n_splits, strategy=strategy, seed=seed)
+    for warning in caught:
+        stderr.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
     summary = result.summary
     table = Table(*[str(c) for c in summary.columns], title=f"{config.slug} folds ({result.strategy})")
     for row in summary.itertuples(index=False):

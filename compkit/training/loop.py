@@ -1,0 +1,259 @@
+"""Train one model on the folds != K, scoring fold K each epoch; resumable after any interruption."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from compkit.config import CompetitionConfig, ImageModel, TextModel
+from compkit.errors import ConfigError
+from compkit.models.factory import build_embedder
+from compkit.models.heads import create_head
+from compkit.progress import NO_PROGRESS, Progress
+from compkit.training.checkpoint import BEST_FILE, RESUME_FILE, load_state, rng_state, save_state, seed_epoch
+from compkit.training.evaluate import embed_dataset, identify_fold_score, match_fold_score, move_to
+from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
+from compkit.training.schedule import WarmupCosine
+from compkit.workspace import (
+    Workspace,
+    fingerprint,
+    is_fresh,
+    remove_path,
+    stage_inputs,
+    write_csv,
+    write_json,
+    write_manifest,
+)
+
+LOG_FILE = "log.csv"
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    model: str
+    fold: int
+    skipped: bool
+    best_score: float
+    best_threshold: float
+    best_epoch: int
+    run_dir: Path
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for 'auto', 'cpu' or 'cuda', failing clearly when CUDA is asked for but absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from compkit.errors import BackendUnavailable
+
+        raise BackendUnavailable("--device cuda: no CUDA GPU is visible to torch")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Return the autocast dtype for the config's amp setting ('auto' uses bf16/fp16 on CUDA only)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def train_model_fold(
+    config: CompetitionConfig,
+    model: ImageModel | TextModel,
+    fold: int,
+    workspace: Workspace,
+    *,
+    device: str = "auto",
+    progress: Progress = NO_PROGRESS,
+) -> FoldResult:
+    """Train `model` on every fold but `fold`, keep its best checkpoint, and return the best held-out score."""
+    run_dir = workspace.model_dir(model.name, fold)
+    inputs = model_fold_inputs(config, model, fold, workspace)
+    if is_fresh(run_dir, inputs):
+        return _finished_result(model, fold, run_dir)
+    torch_device = resolve_device(device)
+    settings = model.train
+    if settings.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    rows = fold_rows(config, workspace, fold)
+    build = build_embedder(model, config.columns)
+    embedder = build.embedder
+    head = create_head(model.head, model.embedding_dim, rows.n_classes)
+    embedder.to(torch_device)
+    head.to(torch_device)
+    channels_last = settings.channels_last and torch_device.type == "cuda" and model.kind == "image"
+    if channels_last:
+        embedder.to(memory_format=torch.channels_last)
+    data = build.inputs(rows.frame, workspace.data_dir / config.data.train_images)
+    train_set = data.dataset(rows.train, rows.train_labels, train=True)
+
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": embedder.parameters(), "lr": settings.lr},
+            {"params": head.parameters(), "lr": settings.head_lr or settings.lr},
+        ],
+        weight_decay=settings.weight_decay,
+    )
+    batches_per_epoch = max(1, len(train_set) // settings.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
+    schedule = WarmupCosine(round(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    amp_dtype = autocast_dtype(settings.amp, torch_device)
+    scaler = torch.amp.GradScaler(torch_device.type, enabled=amp_dtype == torch.float16)
+    ema = None
+    if settings.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(embedder, decay=settings.ema_decay)
+
+    run_fingerprint = fingerprint(stage_inputs(inputs))
+    state = load_state(run_dir / RESUME_FILE)
+    if state is not None and state["fingerprint"] != run_fingerprint:
+        remove_path(run_dir)
+        state = None
+    history: list[dict] = []
+    best = {"score": -1.0, "threshold": float("nan"), "epoch": -1}
+    start_epoch = 0
+    if state is not None:
+        embedder.load_state_dict(state["embedder"])
+        head.load_state_dict(state["head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "resolved.json", {"model": model.name, "fold": fold, **build.resolved})
+
+    epochs_task = progress.task(f"{model.name} fold {fold}", total=settings.epochs)
+    epochs_task.update(completed=start_epoch)
+    for epoch in range(start_epoch, settings.epochs):
+        generator = seed_epoch(settings.seed, epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=settings.batch_size,
+            shuffle=True,
+            drop_last=len(train_set) > settings.batch_size,
+            generator=generator,
+            num_workers=settings.num_workers,
+            pin_memory=torch_device.type == "cuda",
+        )
+        started = time.perf_counter()
+        embedder.train()
+        head.train()
+        losses = []
+        for step, (batch, labels) in enumerate(loader):
+            batch = move_to(batch, torch_device, channels_last=channels_last)
+            labels = labels.to(torch_device, non_blocking=True)
+            with torch.autocast(torch_device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = head(embedder(batch), labels)
+            loss = F.cross_entropy(logits.float(), labels) / settings.grad_accum
+            scaler.scale(loss).backward()
+            losses.append(loss.item() * settings.grad_accum)
+            if (step + 1) % settings.grad_accum == 0 or step + 1 == len(loader):
+                if settings.clip_grad:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(
+                        list(embedder.parameters()) + list(head.parameters()), settings.clip_grad
+                    )
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                if ema is not None:
+                    ema.update(embedder)
+        seconds = time.perf_counter() - started
+        evaluated = ema.module if ema is not None else embedder
+        recalibrate_batchnorm(evaluated, data.dataset(rows.train, rows.train_labels, train=False), torch_device,
+                              batch_size=settings.batch_size * 2)
+        score = _score_fold(config, model, evaluated, data, rows, torch_device, amp_dtype, channels_last)
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "score": score.score,
+            "threshold": score.threshold,
+            "lr": optimizer.param_groups[0]["lr"],
+            "rows_per_second": len(losses) * settings.batch_size / max(seconds, 1e-9),
+        }
+        history.append(record)
+        if score.score > best["score"]:
+            best = {"score": score.score, "threshold": score.threshold, "epoch": epoch}
+            best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes}
+            save_state(run_dir / BEST_FILE, best_state)
+        save_state(
+            run_dir / RESUME_FILE,
+            {
+                "fingerprint": run_fingerprint,
+                "epoch": epoch,
+                "embedder": embedder.state_dict(),
+                "head": head.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "history": history,
+                "best": best,
+                "rng": rng_state(),
+            },
+        )
+        write_csv(run_dir / LOG_FILE, pd.DataFrame(history))
+        epochs_task.advance(1)
+        epochs_task.update(
+            info=f"loss {record['loss']:.3f}  score {score.score:.4f}  {record['rows_per_second']:.0f} rows/s"
+        )
+    write_manifest(run_dir, inputs, best=best, epochs=settings.epochs)
+    return FoldResult(model.name, fold, False, best["score"], best["threshold"], best["epoch"], run_dir)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(embedder, dataset, device: torch.device, *, batch_size: int) -> None:
+    """Re-estimate BatchNorm statistics on un-augmented training rows (precise BN) before evaluating.
+
+    Early in from-scratch training the running averages lag the fast-moving weights, and every embedding
+    then shares one stale offset; fresh statistics remove it.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    update_bn((move_to(inputs, device) for inputs, _ in loader), embedder, device=None)
+
+
+def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype, channels_last):
+    from compkit.neighbors import get_backend
+
+    knn = get_backend("auto")
+    kwargs = {"device": device, "batch_size": model.train.batch_size * 2, "autocast_dtype": amp_dtype,
+              "channels_last": channels_last}
+    valid = embed_dataset(embedder, data.dataset(rows.valid, rows.valid_labels, train=False), **kwargs)
+    if config.task == "match":
+        return match_fold_score(valid, rows.valid_labels, max_matches=config.postprocess.max_matches, knn=knn)
+    gallery = embed_dataset(embedder, data.dataset(rows.train, rows.train_labels, train=False), **kwargs)
+    return identify_fold_score(
+        valid, rows.valid_labels, gallery, rows.train_labels, top_n=config.postprocess.top_n, knn=knn
+    )
+
+
+def _finished_result(model, fold: int, run_dir: Path) -> FoldResult:
+    from compkit.workspace import read_manifest
+
+    best = (read_manifest(run_dir) or {}).get("best", {})
+    return FoldResult(
+        model.name, fold, True, best.get("score", float("nan")), best.get("threshold", float("nan")),
+        best.get("epoch", -1), run_dir,
+    )

@@ -1,0 +1,77 @@
+"""Which training rows a fold trains and validates on, with labels encoded for the margin head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from compkit.config import CompetitionConfig
+from compkit.data import load_train
+from compkit.errors import ConfigError, StaleArtifactError
+from compkit.folds import FOLD_COLUMN, load_folds
+from compkit.schema import to_plain
+from compkit.workspace import Workspace, read_manifest
+
+
+@dataclass(frozen=True)
+class FoldRows:
+    """Row positions of the training table for one fold, and their label codes.
+
+    Training labels are 0..n_classes-1; held-out labels share that code space, and labels absent from the
+    training folds (new individuals, unseen products) get codes >= n_classes.
+    """
+
+    frame: pd.DataFrame
+    fold_of_row: np.ndarray
+    train: np.ndarray
+    valid: np.ndarray
+    train_labels: np.ndarray
+    valid_labels: np.ndarray
+    n_classes: int
+
+
+def fold_rows(config: CompetitionConfig, workspace: Workspace, fold: int) -> FoldRows:
+    """Return the rows and label codes of `fold` (validation) and the other folds (training)."""
+    frame = load_train(config, workspace)
+    folds = load_folds(config, workspace)
+    id_column = config.columns.id
+    fold_of_row = frame[id_column].map(folds.set_index(id_column)[FOLD_COLUMN])
+    if fold_of_row.isna().any():
+        missing = frame[id_column][fold_of_row.isna()].iloc[0]
+        hint = f"run: compkit folds -c {config.slug}"
+        raise StaleArtifactError(f"{workspace.folds_path}: no fold for id {missing!r} ({hint})")
+    fold_of_row = fold_of_row.to_numpy(dtype=np.int64)
+    n_splits = int(fold_of_row.max()) + 1
+    if not 0 <= fold < n_splits:
+        raise ConfigError(f"--fold must be between 0 and {n_splits - 1} (or 'all'), got {fold}")
+    train = np.flatnonzero(fold_of_row != fold)
+    valid = np.flatnonzero(fold_of_row == fold)
+    labels = frame[config.columns.label].to_numpy()
+    train_labels, classes = pd.factorize(labels[train])
+    valid_labels = pd.Index(classes).get_indexer(labels[valid])
+    unseen = valid_labels < 0
+    valid_labels[unseen] = len(classes) + pd.factorize(labels[valid][unseen])[0]
+    return FoldRows(frame, fold_of_row, train, valid, train_labels.astype(np.int64),
+                    valid_labels.astype(np.int64), len(classes))
+
+
+def upstream_fingerprint(artifact, hint: str) -> str:
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        raise StaleArtifactError(f"{artifact}: missing ({hint})")
+    return manifest["fingerprint"]
+
+
+def model_fold_inputs(config: CompetitionConfig, model, fold: int, workspace: Workspace) -> dict:
+    """Return what a trained model-fold is made from: model config, data and folds fingerprints, fold."""
+    return {
+        "model": to_plain(model),
+        "fold": fold,
+        "task": config.task,
+        "columns": to_plain(config.columns),
+        "selection": {"max_matches": config.postprocess.max_matches, "top_n": config.postprocess.top_n},
+        "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
+        "folds": upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}"),
+    }

@@ -1,0 +1,165 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compkit.config import parse_config
+from compkit.errors import ConfigError, DataError, StaleArtifactError
+from compkit.folds import build_folds, fold_settings, folds_inputs, load_folds, make_folds
+from compkit.workspace import Workspace, is_fresh, manifest_path, read_manifest
+
+IDENTIFY_TOML = """
+slug = "tiny-identify"
+task = "identify"
+source = "local"
+[columns]
+id = "image"
+label = "individual_id"
+species = "species"
+[folds]
+n_splits = 3
+seed = 7
+[submission]
+id_column = "image"
+prediction_column = "predictions"
+max_predictions = 5
+"""
+
+
+def labelled_frame(sizes, *, seed=0):
+    """Rows of labels L0, L1, ... with the given number of rows each, shuffled."""
+    labels = np.repeat([f"L{i}" for i in range(len(sizes))], sizes)
+    labels = np.random.default_rng(seed).permutation(labels)
+    return pd.DataFrame({"id": [f"row{i}" for i in range(len(labels))], "label": labels})
+
+
+def folds_per_label(frame, folds):
+    return frame.assign(fold=folds).groupby("label")["fold"]
+
+
+def test_group_folds_never_split_a_group():
+    frame = labelled_frame(np.random.default_rng(1).integers(2, 9, 60))
+    folds = make_folds(frame, strategy="group", n_splits=5, seed=0, label_column="label")
+    assert (folds_per_label(frame, folds).nunique() == 1).all()
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+
+
+def test_folds_are_deterministic_for_a_seed_and_change_with_it():
+    frame = labelled_frame(np.random.default_rng(2).integers(2, 9, 60))
+    first = make_folds(frame, strategy="group", n_splits=4, seed=3, label_column="label")
+    again = make_folds(frame, strategy="group", n_splits=4, seed=3, label_column="label")
+    other = make_folds(frame, strategy="group", n_splits=4, seed=4, label_column="label")
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_stratified_folds_spread_each_common_label_evenly():
+    frame = labelled_frame([10, 7, 5, 12, 6])
+    folds = make_folds(frame, strategy="stratified", n_splits=5, seed=0, label_column="label")
+    counts = pd.crosstab(frame["label"], folds)
+    assert (counts.max(axis=1) - counts.min(axis=1) <= 1).all()
+
+
+def test_stratified_folds_put_rare_labels_in_distinct_folds_balance_sizes_and_warn():
+    sizes = [8] * 10 + [3] * 7 + [2] * 9 + [1] * 23
+    frame = labelled_frame(sizes)
+    with pytest.warns(
+        UserWarning, match=r"39 of 49 label values have fewer than n_splits=4 rows \(23 have one; 62 rows"
+    ):
+        folds = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label")
+    per_label = folds_per_label(frame, folds)
+    assert (per_label.nunique() == per_label.size()).loc[per_label.size() < 4].all()
+    fold_sizes = np.bincount(folds)
+    assert fold_sizes.max() - fold_sizes.min() <= 1
+
+
+def test_stratified_folds_of_frequent_labels_do_not_warn():
+    frame = labelled_frame([6, 9, 5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_folds(frame, strategy="stratified", n_splits=5, seed=0, label_column="label")
+
+
+def test_stratified_group_folds_keep_groups_whole():
+    frame = labelled_frame([4] * 30).assign(
+        species=lambda f: np.where(f["label"].str[-1].isin(list("02468")), "a", "b")
+    )
+    folds = make_folds(
+        frame, strategy="stratified-group", n_splits=3, seed=0, label_column="species", group_column="label"
+    )
+    assert (folds_per_label(frame, folds).nunique() == 1).all()
+
+
+@pytest.mark.parametrize("n_splits", [1, 0])
+def test_fewer_than_two_splits_is_refused_like_sklearn(n_splits):
+    with pytest.raises(ConfigError, match=f"requires n_splits >= 2, got n_splits={n_splits}"):
+        make_folds(labelled_frame([3, 3]), strategy="stratified", n_splits=n_splits, seed=0, label_column="label")
+
+
+def test_more_splits_than_groups_is_refused():
+    with pytest.raises(DataError, match="need at least n_splits groups, got n_splits=5 with 3 distinct label values"):
+        make_folds(labelled_frame([4, 4, 4]), strategy="group", n_splits=5, seed=0, label_column="label")
+
+
+def test_stratified_group_without_group_column_and_unknown_strategy_are_refused():
+    frame = labelled_frame([4, 4, 4])
+    with pytest.raises(ConfigError, match="needs a group column"):
+        make_folds(frame, strategy="stratified-group", n_splits=2, seed=0, label_column="label")
+    with pytest.raises(ConfigError, match="unknown fold strategy 'random'"):
+        make_folds(frame, strategy="random", n_splits=2, seed=0, label_column="label")
+
+
+@pytest.fixture
+def identify_workspace(tmp_path):
+    config = parse_config(IDENTIFY_TOML, source="identify.toml")
+    workspace = Workspace(tmp_path / "work")
+    workspace.data_dir.mkdir(parents=True)
+    frame = labelled_frame([5] * 6 + [2] * 3 + [1] * 4).rename(columns={"id": "image", "label": "individual_id"})
+    frame["species"] = "beluga"
+    frame.to_csv(workspace.data_dir / "train.csv", index=False)
+    return config, workspace
+
+
+def test_build_folds_writes_the_table_and_a_manifest_of_the_settings_used(identify_workspace):
+    config, workspace = identify_workspace
+    with pytest.warns(UserWarning):
+        result = build_folds(config, workspace, n_splits=4)
+    written = pd.read_csv(workspace.folds_path)
+    assert list(written.columns) == ["image", "individual_id", "fold"]
+    assert written["fold"].tolist() == result.folds["fold"].tolist()
+    manifest = read_manifest(workspace.folds_path)
+    assert manifest["inputs"]["folds"] == {"n_splits": 4, "strategy": "stratified", "seed": 7}
+    assert result.summary["rows"].sum() == len(written) and len(result.summary) == 4
+    assert result.summary["unseen_labels"].sum() == 4  # the four single-image individuals
+    assert is_fresh(workspace.folds_path, folds_inputs(config, workspace, fold_settings(config, n_splits=4)))
+    assert load_folds(config, workspace)["fold"].dtype == np.int64
+
+
+def test_folds_become_stale_when_train_csv_changes(identify_workspace):
+    config, workspace = identify_workspace
+    with pytest.warns(UserWarning):
+        build_folds(config, workspace)
+    settings = fold_settings(config)
+    assert is_fresh(workspace.folds_path, folds_inputs(config, workspace, settings))
+    assert is_fresh(workspace.folds_path, folds_inputs(config, workspace, config.folds))  # as `status` asks
+    with open(workspace.data_dir / "train.csv", "a") as train:
+        train.write("extra.jpg,L0,beluga\n")
+    assert not is_fresh(workspace.folds_path, folds_inputs(config, workspace, settings))
+    with pytest.raises(StaleArtifactError, match="stale.*run: compkit folds -c tiny-identify"):
+        load_folds(config, workspace)
+
+
+def test_load_folds_without_folds_says_which_command_to_run(identify_workspace):
+    config, workspace = identify_workspace
+    with pytest.raises(StaleArtifactError, match=r"no folds yet \(run: compkit folds -c tiny-identify\)"):
+        load_folds(config, workspace)
+    workspace.folds_path.write_text("image,individual_id,fold\n")
+    assert not manifest_path(workspace.folds_path).exists()
+    with pytest.raises(StaleArtifactError, match="no readable manifest"):
+        load_folds(config, workspace)
+
+
+def test_build_folds_refuses_one_split(identify_workspace):
+    config, workspace = identify_workspace
+    with pytest.raises(ConfigError, match="n_splits=1"):
+        build_folds(config, workspace, n_splits=1)

@@ -1,0 +1,62 @@
+import numpy as np
+
+from compkit.postprocess import (
+    NO_LABEL,
+    first_occurrences,
+    insert_new_individual,
+    match_f1,
+    match_mask,
+    top_labels,
+)
+
+
+def brute_neighbours(embeddings: np.ndarray, k: int):
+    similarities = embeddings @ embeddings.T
+    order = np.argsort(-similarities, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(similarities, order, axis=1), order
+
+
+def reference_f1(labels, similarities, indices, threshold, max_matches):
+    scores = []
+    for row in range(len(labels)):
+        predicted = [j for j, s in zip(indices[row], similarities[row], strict=True) if s >= threshold or j == row]
+        predicted = set(predicted[:max_matches]) | {row}
+        truth = set(np.flatnonzero(labels == labels[row]))
+        scores.append(2 * len(truth & predicted) / (len(truth) + len(predicted)))
+    return np.array(scores)
+
+
+def test_match_f1_equals_set_based_reference():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 40, size=300)
+    centres = rng.normal(size=(40, 16))
+    embeddings = centres[labels] + rng.normal(scale=0.8, size=(300, 16))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarities, indices = brute_neighbours(embeddings, 30)
+    for threshold in (0.3, 0.6, 0.9):
+        keep = match_mask(similarities, indices, threshold, max_matches=20)
+        got = match_f1(labels, indices, keep)
+        np.testing.assert_allclose(got, reference_f1(labels, similarities, indices, threshold, 20), atol=1e-12)
+
+
+def test_match_mask_always_keeps_self_and_caps():
+    similarities = np.array([[1.0, 0.9, 0.8, 0.1]])
+    indices = np.array([[0, 3, 2, 1]])
+    assert match_mask(similarities, indices, 0.85).tolist() == [[True, True, False, False]]
+    assert match_mask(similarities, indices, 0.0, max_matches=2).tolist() == [[True, True, False, False]]
+
+
+def test_top_labels_keeps_best_score_of_each_distinct_label():
+    similarities = np.array([[0.9, 0.8, 0.7, 0.6, 0.5]], dtype=np.float32)
+    neighbour_labels = np.array([[4, 4, 2, 4, 7]])
+    assert first_occurrences(neighbour_labels).tolist() == [[True, False, True, False, True]]
+    labels, scores = top_labels(similarities, neighbour_labels, top=5)
+    assert labels.tolist() == [[4, 2, 7, NO_LABEL, NO_LABEL]]
+    np.testing.assert_allclose(scores[0, :3], [0.9, 0.7, 0.5])
+
+
+def test_insert_new_individual_at_threshold():
+    labels = np.array([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]])
+    scores = np.array([[0.9, 0.8, 0.4, 0.3, 0.2], [0.1] * 5, [0.99] * 5], dtype=np.float32)
+    out = insert_new_individual(labels, scores, 0.5, new_individual=-7)
+    assert out.tolist() == [[1, 2, -7, 3, 4], [-7, 1, 2, 3, 4], [1, 2, 3, 4, 5]]
