@@ -9,7 +9,7 @@ DEMO_WORKSPACE ?= work
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,text]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,7 +5,9 @@
 
 Each method runs in a fresh child process so that its time and peak RSS are its own; with --repeat the
 methods take turns and each one's fastest run is kept. CPU seconds (user + system of that process) are
-printed beside wall time: where other work shares the cores, they are the steadier comparison. Recall@k is measured
+printed beside wall time: where other work shares the cores, they are the steadier comparison. Peak RSS is
+the child's whole peak (python, torch, the embeddings); "before search" is that peak just before the
+search starts, so the difference is what the search itself added. Recall@k is measured
 against faiss's IndexFlatIP (or against compkit's fp32 search where faiss is not installed); the similarity
 error is the largest |returned similarity - float64 dot product of the returned pair|.
 """
@@ -76,11 +78,13 @@ def _run_in_child(method: str, data_path: str, k: int) -> dict:
     import torch  # noqa: F401  imported before the clock starts, as every method's library is
 
     embeddings = np.load(data_path)
+    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu_started, started = _cpu_seconds(), time.perf_counter()
     (similarities, indices), description = METHODS[method](embeddings, k)
     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb, "description": description,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb,
+            "rss_before_mb": rss_before_mb, "description": description,
             "similarities": np.asarray(similarities, dtype=np.float32), "indices": np.asarray(indices)}
 
 
@@ -139,13 +143,13 @@ def main() -> None:
     truth = results[reference_method]
     versus = "vs " + reference_method.split()[0]
     print(f"{'method':<20} {'wall (s)':>9} {versus:>10} {'CPU (s)':>9} {versus:>10} {'recall@' + str(args.k):>10} "
-          f"{'max sim err':>12} {'peak RSS (MB)':>14}  backend")
+          f"{'max sim err':>12} {'peak RSS (MB)':>14} {'before search':>14}  backend")
     for method, run in results.items():
         recall = recall_at_k(run["indices"], truth["indices"])
         error = similarity_error(embeddings, run["similarities"], run["indices"])
         print(f"{method:<20} {run['seconds']:>9.2f} {run['seconds'] / truth['seconds']:>9.2f}x "
               f"{run['cpu_seconds']:>9.2f} {run['cpu_seconds'] / truth['cpu_seconds']:>9.2f}x {recall:>10.5f} "
-              f"{error:>12.1e} {run['peak_rss_mb']:>14.0f}  {run['description']}")
+              f"{error:>12.1e} {run['peak_rss_mb']:>14.0f} {run['rss_before_mb']:>14.0f}  {run['description']}")
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def random_tfidf(n_rows: int, vocabulary: int, seed: int) -> scipy.sparse.csr_ma
 
 @pytest.mark.parametrize("chunk_size", [None, 7])
 def test_sparse_search_equals_dense_search_on_the_densified_matrix(chunk_size):
-    query, reference = random_tfidf(45, 300, seed=11), random_tfidf(700, 300, seed=12)
+    query, reference = random_tfidf(45, 300, seed=11), random_tfidf(1234, 300, seed=12)
     search = ScipySparseKNN(chunk_size=chunk_size)
     dense_query, dense_reference = query.toarray(), reference.toarray()
     assert_same_neighbours(search(query, reference, 12), dense_query, dense_reference, 12)

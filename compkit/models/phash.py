@@ -36,3 +36,9 @@ def phash_bits(hex_strings: Sequence[str]) -> np.ndarray:
         chunks.append(chunk)
     packed = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), HASH_BITS // 8)
     return np.unpackbits(packed, axis=1)
+
+
+def phash_vectors(hex_strings: Sequence[str]) -> np.ndarray:
+    """Return (n, 64) float32 unit vectors of ±1/8 per bit: their cosine is 1 - 2 * hamming / 64."""
+    bits = phash_bits(hex_strings).astype(np.float32)
+    return (bits * 2.0 - 1.0) / 8.0

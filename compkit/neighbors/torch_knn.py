@@ -11,8 +11,8 @@ How a search runs, one chunk of query rows at a time (so no nq x nr matrix ever 
 
 Top-k of a score row is done in two stages: the maximum of each of ``width / 16`` strided groups of 16
 columns (a vectorised, memory-bound pass), then ``torch.topk`` over the 16 columns of each of the best m
-groups. The m best groups hold the m best columns, and this is about twice as fast as ``torch.topk`` on the
-full row, itself four times faster than ``np.argpartition``.
+groups. The m best groups hold the m best columns (ties aside). On a 512 x 70,000 bf16 chunk this takes
+15 ms where ``torch.topk`` on the full rows takes 27 ms and ``np.argpartition`` (fp32) about 250 ms.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from compkit.neighbors.base import KNNBackend, SearchResult
 
 Precision = Literal["auto", "fp32", "bf16"]
 
-_SCORE_BUDGET_BYTES = 256 * 2**20  # one chunk's score matrix; keeps 70,000 x 512 self-search under ~1 GB RSS
+_SCORE_BUDGET_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # one chunk's scores; bounds peak memory
 _DEFAULT_CHUNK_ROWS = {"cpu": 512, "cuda": 8192}
-_RERANK_STEP_BYTES = {"cpu": 16 * 2**20, "cuda": 2**30}  # gathered candidates per step; ~L3 on CPU
+_RERANK_STEP_BYTES = {"cpu": 16 * 2**20, "cuda": 256 * 2**20}  # gathered candidates per step; ~L3 on CPU
 _GROUP_SIZE = 16
 _SMALL_SEARCH_FLOPS = 2e9  # below this fp32 takes well under a second: no calibration, no re-rank
 _BF16_MIN_SPEEDUP = 1.5  # bf16 must beat fp32 by this much to pay for the wider top-k and the re-rank
@@ -130,7 +130,7 @@ class TorchKNN(KNNBackend):
         reference_fp32 = _to_tensor(reference, self.device)
         reference_scored = reference_fp32.to(score_dtype)
         chunk_rows = self.chunk_size or _DEFAULT_CHUNK_ROWS[device_type]
-        max_columns = max(1, _SCORE_BUDGET_BYTES // (chunk_rows * reference_scored.element_size()))
+        max_columns = max(1, _SCORE_BUDGET_BYTES[device_type] // (chunk_rows * reference_scored.element_size()))
         n_blocks = -(-n_reference // max_columns)
         block_columns = -(-n_reference // n_blocks)
 

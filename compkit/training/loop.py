@@ -91,6 +91,7 @@ def train_model_fold(
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     rows = fold_rows(config, workspace, fold)
+    torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
     build = build_embedder(model, config.columns)
     embedder = build.embedder
     head = create_head(model.head, model.embedding_dim, rows.n_classes)
@@ -217,7 +218,7 @@ def train_model_fold(
         epochs_task.update(
             info=f"loss {record['loss']:.3f}  score {score.score:.4f}  {record['rows_per_second']:.0f} rows/s"
         )
-    write_manifest(run_dir, inputs, best=best, epochs=settings.epochs)
+    write_manifest(run_dir, inputs, best=best, epochs=settings.epochs, resumed_from_epoch=start_epoch)
     return FoldResult(model.name, fold, False, best["score"], best["threshold"], best["epoch"], run_dir)
 
 

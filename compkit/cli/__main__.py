@@ -1,0 +1,3 @@
+from compkit.cli.app import main
+
+main()
