@@ -137,6 +137,15 @@ class PostprocessSpace:
     default_threshold: float = 0.5
     max_matches: int = 50
     top_n: int = 100
+    min2: bool = False
+    min2_threshold: tuple[float, float] = (0.0, 0.9)
+
+    def check(self) -> str | None:
+        for name in ("threshold", "min2_threshold"):
+            low, high = getattr(self, name)
+            if not low <= high:
+                return f"{name} must be [low, high] with low <= high, got [{low}, {high}]"
+        return None
 
 
 @dataclass(frozen=True)

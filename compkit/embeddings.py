@@ -1,8 +1,9 @@
 """The embedding cache: OOF and test embeddings per model and fold, reused while fresh, loaded memory-mapped.
 
-Layout under `embeddings/<model>/`: `fold<k>/` holds `oof_ids.npy` + `oof.npy` (or sparse `oof.npz` for
-TF-IDF) for the rows of fold k, and `test.npy`/`test.npz` from that fold's model; `test.npy` beside the fold
-folders is the combined test embedding (the fold models' mean, renormalised; TF-IDF: fitted on all rows).
+Layout under `embeddings/<model>/fold<k>/`: `oof_ids.npy` + `oof.npy` (sparse `oof.npz` for TF-IDF) for the
+rows of fold k, `test.npy`/`test.npz` from that fold's model, and for identify tasks `train.npy`: every
+training row embedded by fold k's model, the gallery that fold's queries (and the test images) search.
+Test embeddings of the fold models are combined on load (mean, renormalised; TF-IDF is refitted on all rows).
 """
 
 from __future__ import annotations
@@ -72,14 +73,19 @@ def embed_model_fold(
     with atomic_path(directory) as staging:
         staging.mkdir(parents=True)
         np.save(staging / "oof_ids.npy", train_ids[rows.valid])
+        gallery = None
         if model.kind in NEURAL_KINDS:
-            oof, test_vectors = _neural_embeddings(config, model, fold, workspace, rows, test, device, progress)
+            oof, test_vectors, gallery = _neural_embeddings(
+                config, model, fold, workspace, rows, test, device, progress
+            )
         elif model.kind == "tfidf":
             oof, test_vectors = _tfidf_embeddings(config, model, rows, test)
         else:
             oof, test_vectors = _phash_embeddings(config, rows, test)
         _save_matrix(staging / "oof", oof, config.embeddings.dtype)
         _save_matrix(staging / "test", test_vectors, config.embeddings.dtype)
+        if gallery is not None:
+            _save_matrix(staging / "train", gallery, config.embeddings.dtype)
     write_manifest(directory, inputs, rows=len(rows.valid), test_rows=len(test))
     return EmbeddingResult(model.name, fold, False, directory)
 
@@ -111,7 +117,13 @@ def _neural_embeddings(config, model, fold, workspace, rows, test, device, progr
                         description=f"{model.name} fold {fold} oof", **options)
     test_vectors = embed_dataset(build.embedder, test_inputs.dataset(np.arange(len(test)), unlabelled, train=False),
                                  description=f"{model.name} fold {fold} test", **options)
-    return oof, test_vectors
+    gallery = None
+    if config.task == "identify":
+        every_row = np.arange(len(rows.frame))
+        every_row_set = train_inputs.dataset(every_row, np.full(len(every_row), -1), train=False)
+        description = f"{model.name} fold {fold} gallery"
+        gallery = embed_dataset(build.embedder, every_row_set, description=description, **options)
+    return oof, test_vectors, gallery
 
 
 def _tfidf_embeddings(config, model, rows, test):
@@ -158,6 +170,23 @@ def load_fold_embeddings(config, model, fold: int, workspace: Workspace):
     return np.load(directory / "oof_ids.npy"), _load_matrix(directory / "oof"), _load_matrix(directory / "test")
 
 
+def load_gallery(config, model, fold: int, workspace: Workspace) -> np.ndarray:
+    """Return every training row embedded by fold `fold`'s model (identify tasks), memory-mapped."""
+    return _load_matrix(_require_fresh(config, model, fold, workspace) / "train")
+
+
+def combined_gallery_embeddings(config, model, workspace: Workspace, folds: list[int]) -> np.ndarray:
+    """Return the training rows' embedding averaged over the fold models, renormalised (identify tasks)."""
+    return _mean_normalised(load_gallery(config, model, fold, workspace) for fold in folds)
+
+
+def _mean_normalised(matrices) -> np.ndarray:
+    total = None
+    for matrix in matrices:
+        total = np.asarray(matrix, dtype=np.float32) + (0 if total is None else total)
+    return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+
+
 def combined_test_embeddings(config, model, workspace: Workspace, folds: list[int]):
     """Return the test embedding of `model`: the fold models' mean renormalised (TF-IDF: refit on all rows)."""
     if model.kind == "tfidf":
@@ -168,9 +197,4 @@ def combined_test_embeddings(config, model, workspace: Workspace, folds: list[in
         test = load_test(config, workspace)
         column = config.columns.text
         return fit_transform(model, train[column].astype(str).tolist(), test[column].astype(str).tolist())[0]
-    total = None
-    for fold in folds:
-        _, _, test_vectors = load_fold_embeddings(config, model, fold, workspace)
-        total = np.asarray(test_vectors, dtype=np.float32) + (0 if total is None else total)
-    norms = np.linalg.norm(total, axis=1, keepdims=True)
-    return total / np.maximum(norms, 1e-12)
+    return _mean_normalised(load_fold_embeddings(config, model, fold, workspace)[2] for fold in folds)

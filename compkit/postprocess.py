@@ -15,13 +15,28 @@ NO_LABEL = -1
 
 
 def match_mask(
-    similarities: np.ndarray, indices: np.ndarray, threshold: float, *, max_matches: int = 50
+    similarities: np.ndarray,
+    indices: np.ndarray,
+    threshold: float,
+    *,
+    max_matches: int = 50,
+    min2_threshold: float | None = None,
 ) -> np.ndarray:
-    """Return a boolean (n, k) mask of the neighbours kept as matches (self always kept, at most max_matches)."""
+    """Return a boolean (n, k) mask of the neighbours kept as matches (self always kept, at most max_matches).
+
+    With `min2_threshold` ("min2": every product has at least two postings), each row also keeps its nearest
+    other posting when that one's similarity reaches the lower `min2_threshold`.
+    """
     rows = np.arange(len(indices))[:, None]
     is_self = indices == rows
     keep = (similarities >= threshold) | is_self
     keep &= indices >= 0
+    if min2_threshold is not None:
+        candidate = ~is_self & (indices >= 0)
+        nearest_other = candidate.argmax(axis=1)
+        has_other = candidate.any(axis=1)
+        row_index = np.arange(len(indices))
+        keep[row_index, nearest_other] |= has_other & (similarities[row_index, nearest_other] >= min2_threshold)
     if max_matches and keep.shape[1] > max_matches:
         keep &= np.cumsum(keep, axis=1) <= max_matches
     return keep

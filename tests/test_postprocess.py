@@ -60,3 +60,10 @@ def test_insert_new_individual_at_threshold():
     scores = np.array([[0.9, 0.8, 0.4, 0.3, 0.2], [0.1] * 5, [0.99] * 5], dtype=np.float32)
     out = insert_new_individual(labels, scores, 0.5, new_individual=-7)
     assert out.tolist() == [[1, 2, -7, 3, 4], [-7, 1, 2, 3, 4], [1, 2, 3, 4, 5]]
+
+
+def test_min2_keeps_the_nearest_other_posting_above_the_lower_threshold():
+    similarities = np.array([[1.0, 0.55, 0.5], [1.0, 0.3, 0.2], [0.9, 1.0, 0.1]])
+    indices = np.array([[0, 1, 2], [1, 0, 2], [1, 2, 0]])
+    keep = match_mask(similarities, indices, 0.8, min2_threshold=0.4)
+    assert keep.tolist() == [[True, True, False], [True, False, False], [True, True, False]]

@@ -1,0 +1,72 @@
+"""`compkit tune-threshold` and `compkit predict`: tuned post-processing, and one CSV per model."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
+from compkit.cli.options import Competition, WorkspaceBase
+from compkit.config import load_config
+from compkit.workspace import Workspace
+
+ModelNames = Annotated[list[str] | None, typer.Option("--model", help="Model name (repeat for several; default: all).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune-threshold")(handle_errors(tune_threshold))
+    app.command("predict")(handle_errors(predict))
+
+
+def tune_threshold(
+    competition: Competition,
+    model: ModelNames = None,
+    trials: Annotated[int, typer.Option("--trials", help="Trials to add to each model's study.")] = 50,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="SQLAlchemy URL of the study storage (default: SQLite file).")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>).")
+    ] = None,
+    candidates: Annotated[
+        str, typer.Option("--candidates", help="match: search OOF queries against 'all' training rows or their 'fold'.")
+    ] = "all",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
+    workspace: WorkspaceBase = None,
+) -> None:
+    """Tune each model's post-processing on its OOF neighbours with Optuna; write the best parameters."""
+    from compkit.tuning import tune_model
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    models = [config.model(name) for name in model] if model else list(config.models)
+    table = Table("model", "OOF score (tuned)", "default threshold", "other candidates", "parameters", "trials",
+                  title=f"{config.slug}: tuned on OOF predictions")
+    results = []
+    with RichProgress() as progress:
+        for entry in models:
+            results.append(tune_model(config, space, entry, trials=trials, storage=storage, study_name=study,
+                                      candidates=candidates, seed=seed, progress=progress))
+    for result in results:
+        other = "-" if result.other_candidates_score is None else f"{result.other_candidates_score:.4f}"
+        table.add_row(result.model, f"{result.oof_score:.4f}", f"{result.default_score:.4f}", other,
+                      json.dumps({k: round(v, 4) for k, v in result.params.items()}), str(result.n_trials))
+    stdout.print(table)
+    stderr.print(f"parameters and plots in {space.tuning_dir}", highlight=False)
+
+
+def predict(competition: Competition, model: ModelNames = None, workspace: WorkspaceBase = None) -> None:
+    """Write submissions/<model>.csv (test) and oof/<model>.csv with each model's tuned parameters."""
+    from compkit.predict import predict_model
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    models = [config.model(name) for name in model] if model else list(config.models)
+    table = Table("model", "submission", "test rows", "oof rows", title=f"{config.slug}: predictions")
+    for entry in models:
+        result = predict_model(config, space, entry)
+        table.add_row(result.model, str(result.submission), str(result.test_rows), str(result.oof_rows))
+    stdout.print(table)

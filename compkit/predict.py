@@ -1,0 +1,85 @@
+"""`compkit predict`: a model's test CSV with its tuned parameters, and the same post-processing on OOF data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from compkit.config import CompetitionConfig, ModelConfig
+from compkit.data import load_test, load_train
+from compkit.embeddings import combined_gallery_embeddings, combined_test_embeddings
+from compkit.metrics import PAD_ID
+from compkit.oof_neighbors import NEW_INDIVIDUAL, oof_neighbors, search_depth
+from compkit.postprocess import NO_LABEL, insert_new_individual, match_mask, top_labels
+from compkit.submission import format_identify_rows, format_match_rows
+from compkit.tuning import read_tuned
+from compkit.workspace import Workspace, file_sha256, write_csv, write_manifest
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model: str
+    submission: Path
+    oof: Path
+    test_rows: int
+    oof_rows: int
+
+
+def predict_model(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> PredictResult:
+    """Write submissions/<model>.csv and oof/<model>.csv with the model's tuned post-processing."""
+    tuned = read_tuned(config, model, workspace)
+    threshold = tuned["params"]["threshold"]
+    min2_threshold = tuned["params"].get("min2_threshold")
+    folds = list(range(config.folds.n_splits))
+    test_ids = load_test(config, workspace)[config.columns.id].to_numpy(dtype=str)
+    test_vectors = combined_test_embeddings(config, model, workspace, folds)
+    neighbors = oof_neighbors(config, model, workspace, candidates=tuned["candidates"])
+    if config.task == "match":
+        similarities, indices = _search(test_vectors, test_vectors, min(search_depth(config), len(test_ids)))
+        submission = _match_rows(config, test_ids, similarities, indices, threshold, min2_threshold)
+        oof = _match_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, threshold, min2_threshold)
+    else:
+        train_labels = load_train(config, workspace)[config.columns.label].to_numpy(dtype=str)
+        codes, classes = pd.factorize(train_labels)
+        gallery = combined_gallery_embeddings(config, model, workspace, folds)
+        similarities, indices = _search(test_vectors, gallery, min(search_depth(config), len(gallery)))
+        submission = _identify_rows(config, test_ids, similarities, indices, codes, np.asarray(classes), threshold)
+        oof = _identify_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, codes,
+                             np.asarray(classes), threshold)
+    inputs = {"tuned": file_sha256(workspace.tuned_params(model.name)), "model": model.name}
+    for path, frame in ((workspace.submission_csv(model.name), submission), (workspace.oof_csv(model.name), oof)):
+        write_csv(path, frame)
+        write_manifest(path, inputs, rows=len(frame))
+    return PredictResult(model.name, workspace.submission_csv(model.name), workspace.oof_csv(model.name),
+                         len(submission), len(oof))
+
+
+def _search(query, reference, depth: int):
+    import scipy.sparse as sp
+
+    from compkit.neighbors import get_backend
+    from compkit.neighbors.sparse import get_sparse_backend
+
+    backend = get_sparse_backend("auto") if sp.issparse(reference) else get_backend("auto")
+    return backend.search(query, reference, depth)
+
+
+def _match_rows(config, ids, similarities, indices, threshold: float, min2_threshold: float | None) -> pd.DataFrame:
+    keep = match_mask(similarities, indices, threshold, max_matches=config.postprocess.max_matches,
+                      min2_threshold=min2_threshold)
+    indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    return format_match_rows(ids, indptr, indices[keep], config=config)
+
+
+def _identify_rows(config, ids, similarities, indices, label_codes, classes, threshold: float) -> pd.DataFrame:
+    valid = indices >= 0
+    neighbour_labels = np.where(valid, label_codes[np.clip(indices, 0, None)], NO_LABEL)
+    labels, scores = top_labels(similarities, neighbour_labels, 5)
+    codes = insert_new_individual(labels, scores, threshold, NEW_INDIVIDUAL)
+    names = np.where(codes >= 0, classes[np.clip(codes, 0, None)], PAD_ID).astype(object)
+    names[codes == NEW_INDIVIDUAL] = config.submission.new_individual
+    return format_identify_rows(ids, names, config=config)

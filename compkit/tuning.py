@@ -1,0 +1,200 @@
+"""Optuna studies over cached OOF neighbours: the post-processing parameters that maximise the metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compkit.config import CompetitionConfig, ModelConfig
+from compkit.errors import ConfigError
+from compkit.oof_neighbors import NEW_INDIVIDUAL, OOFNeighbors, neighbors_inputs, oof_neighbors
+from compkit.postprocess import (
+    NO_LABEL,
+    average_precision_at_5,
+    insert_new_individual,
+    match_f1,
+    match_mask,
+    top_labels,
+)
+from compkit.progress import NO_PROGRESS, Progress
+from compkit.workspace import Workspace, read_json, write_json, write_manifest
+
+SQLITE_LOCK_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    model: str
+    params: dict
+    oof_score: float
+    default_score: float
+    other_candidates_score: float | None
+    n_trials: int
+    study: str
+    path: Path
+    plot: Path
+
+
+def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[dict], float]:
+    """Return params -> mean row-F1 of the OOF match lists those parameters give."""
+
+    def evaluate(params: dict) -> float:
+        keep = match_mask(neighbors.similarities, neighbors.indices, params["threshold"], max_matches=max_matches,
+                          min2_threshold=params.get("min2_threshold"))
+        return float(match_f1(neighbors.labels, neighbors.indices, keep).mean())
+
+    return evaluate
+
+
+def identify_evaluator(neighbors: OOFNeighbors) -> Callable[[dict], float]:
+    """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted at the threshold."""
+    valid = neighbors.indices >= 0
+    neighbour_labels = np.where(valid, neighbors.labels[np.clip(neighbors.indices, 0, None)], NO_LABEL)
+    labels, scores = top_labels(neighbors.similarities, neighbour_labels, 5)
+
+    def evaluate(params: dict) -> float:
+        predictions = insert_new_individual(labels, scores, params["threshold"], NEW_INDIVIDUAL)
+        return float(average_precision_at_5(neighbors.query_truth, predictions).mean())
+
+    return evaluate
+
+
+def evaluator(config: CompetitionConfig, neighbors: OOFNeighbors) -> Callable[[dict], float]:
+    if config.task == "match":
+        return match_evaluator(neighbors, max_matches=config.postprocess.max_matches)
+    return identify_evaluator(neighbors)
+
+
+def storage_url(workspace: Workspace, storage: str | None) -> str:
+    """Return the study's storage: the given SQLAlchemy URL, or a SQLite file in the workspace."""
+    if storage:
+        return storage
+    workspace.tuning_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{workspace.study_storage}"
+
+
+def open_study(url: str, name: str, *, seed: int):
+    """Return the named study from an RDB storage, created on first use; several processes may share it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+        raise ConfigError(f"--storage {url!r}: cannot open ({str(error).splitlines()[0][:160]})") from None
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    return optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", sampler=sampler, load_if_exists=True
+    )
+
+
+def suggest_params(trial, config: CompetitionConfig) -> dict:
+    """Return one trial's post-processing parameters from the config's search space."""
+    space = config.postprocess
+    params = {"threshold": trial.suggest_float("threshold", *space.threshold)}
+    if config.task == "match" and space.min2:
+        low, high = space.min2_threshold
+        params["min2_threshold"] = trial.suggest_float("min2_threshold", low, min(high, params["threshold"]))
+    return params
+
+
+def tune_model(
+    config: CompetitionConfig,
+    workspace: Workspace,
+    model: ModelConfig,
+    *,
+    trials: int = 50,
+    storage: str | None = None,
+    study_name: str | None = None,
+    candidates: str = "all",
+    seed: int = 0,
+    progress: Progress = NO_PROGRESS,
+) -> TuneResult:
+    """Add `trials` trials to the model's study and write its best parameters to tuning/<model>.json."""
+    if trials < 0:
+        raise ConfigError(f"--trials must be >= 0, got {trials}")
+    neighbors = oof_neighbors(config, model, workspace, candidates=candidates)
+    evaluate = evaluator(config, neighbors)
+    low, high = config.postprocess.threshold
+    name = study_name or f"{config.slug}.{model.name}.{neighbors.candidates}"
+    study = open_study(storage_url(workspace, storage), name, seed=seed)
+    task = progress.task(f"tuning {model.name}", total=trials)
+
+    def objective(trial) -> float:
+        return evaluate(suggest_params(trial, config))
+
+    study.optimize(objective, n_trials=trials, callbacks=[lambda study, trial: task.advance(1)])
+    if not study.best_trials:
+        raise ConfigError(f"study {name!r} has no finished trial yet: run with --trials >= 1")
+    params = dict(study.best_params)
+    other = _other_candidates_score(config, model, workspace, neighbors.candidates, params)
+    default_score = evaluate({"threshold": config.postprocess.default_threshold})  # no min2: the naive baseline
+    path = workspace.tuned_params(model.name)
+    plot = path.with_suffix(".png")
+    plot_params = {k: v for k, v in params.items() if k != "threshold"}
+    write_score_plot(plot, lambda p: evaluate({**plot_params, **p}), (low, high), params["threshold"],
+                     title=f"{config.slug} {model.name}")
+    result = {
+        "model": model.name, "params": params, "oof_score": study.best_value, "default_score": default_score,
+        "candidates": neighbors.candidates, "other_candidates_score": other, "study": name,
+        "n_trials": len(study.trials), "plot": plot.name,
+    }
+    write_json(path, result)
+    write_manifest(path, tuned_inputs(config, model, workspace, neighbors.candidates))
+    return TuneResult(model.name, params, study.best_value, default_score, other, len(study.trials), name, path, plot)
+
+
+def tuned_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:
+    from compkit.schema import to_plain
+
+    return {"neighbors": neighbors_inputs(config, model, workspace, candidates),
+            "postprocess": to_plain(config.postprocess)}
+
+
+def _other_candidates_score(config, model, workspace, candidates: str, params: dict) -> float | None:
+    """Return the tuned parameters' score with the other candidate set (both OOF scores are reported)."""
+    if config.task != "match":
+        return None
+    other = "fold" if candidates == "all" else "all"
+    return evaluator(config, oof_neighbors(config, model, workspace, candidates=other))(params)
+
+
+def write_score_plot(path: Path, evaluate, bounds: tuple[float, float], best: float, *, title: str) -> None:
+    """Write a PNG of the OOF score against the threshold over the search range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from compkit.workspace import atomic_path
+
+    thresholds = np.linspace(bounds[0], bounds[1], 60)
+    scores = [evaluate({"threshold": float(t)}) for t in thresholds]
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    axis.plot(thresholds, scores, color="tab:blue")
+    axis.axvline(best, color="tab:red", linestyle="--", label=f"tuned {best:.3f}")
+    axis.set(xlabel="threshold", ylabel="OOF score", title=title)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+
+
+def read_tuned(config: CompetitionConfig, model: ModelConfig, workspace: Workspace) -> dict:
+    """Return the tuned parameters of `model`, refusing missing or stale ones with the command to run."""
+    from compkit.errors import StaleArtifactError
+    from compkit.workspace import is_fresh
+
+    path = workspace.tuned_params(model.name)
+    hint = f"run: compkit tune-threshold -c {config.slug} --model {model.name}"
+    if not path.is_file():
+        raise StaleArtifactError(f"{model.name} is not tuned yet ({hint})")
+    tuned = read_json(path)
+    if not is_fresh(path, tuned_inputs(config, model, workspace, tuned["candidates"])):
+        raise StaleArtifactError(f"{path}: tuned on embeddings or settings that changed since ({hint})")
+    return tuned

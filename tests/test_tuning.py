@@ -1,0 +1,145 @@
+"""OOF neighbours, Optuna tuning on an RDB storage, and per-model predictions (tiny real data)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from test_training import tiny_match
+
+from compkit.config import load_config
+from compkit.errors import StaleArtifactError
+from compkit.fetch import fetch_competition
+from compkit.folds import build_folds
+from compkit.oof_neighbors import oof_neighbors
+from compkit.predict import predict_model
+from compkit.scoring import score_submission
+from compkit.training.runner import run_models
+from compkit.tuning import tune_model
+from compkit.workspace import Workspace
+
+MATCHERS = ["tfidf-word", "phash"]
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    folder = tiny_match(tmp_path)
+    config = load_config(str(folder))
+    workspace = Workspace.for_competition(config.slug, tmp_path / "work")
+    fetch_competition(config, workspace)
+    build_folds(config, workspace)
+    run_models(config, workspace, folds=[0, 1], models=MATCHERS)
+    return folder, config, workspace
+
+
+def test_all_candidates_add_other_folds_as_distractors(embedded):
+    _, config, workspace = embedded
+    model = config.model("tfidf-word")
+    within = oof_neighbors(config, model, workspace, candidates="fold")
+    across = oof_neighbors(config, model, workspace, candidates="all")
+    valid = within.indices >= 0
+    assert (within.folds[np.clip(within.indices, 0, None)][valid] == np.repeat(within.folds, valid.sum(1))).all()
+    assert (across.folds[across.indices] != across.folds[:, None]).any()
+    is_self = within.indices == np.arange(len(within.ids))[:, None]
+    assert is_self.any(axis=1).all()
+    np.testing.assert_allclose(within.similarities[is_self], within.similarities[:, 0], atol=1e-5)  # ties aside
+
+
+def test_tuning_beats_the_default_threshold_and_writes_params_and_plot(embedded):
+    _, config, workspace = embedded
+    result = tune_model(config, workspace, config.model("tfidf-word"), trials=25)
+    assert result.oof_score >= result.default_score
+    low, high = config.postprocess.threshold
+    assert low <= result.params["threshold"] <= high
+    assert result.params["min2_threshold"] <= result.params["threshold"]  # demo-match switches min2 on
+    written = json.loads(result.path.read_text())
+    assert written["params"] == result.params and written["other_candidates_score"] is not None
+    assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_adds_trials_to_the_same_sqlite_study(embedded):
+    _, config, workspace = embedded
+    model = config.model("phash")
+    tune_model(config, workspace, model, trials=5)
+    second = tune_model(config, workspace, model, trials=7)
+    assert second.n_trials == 12
+    study = optuna.load_study(study_name=second.study, storage=f"sqlite:///{workspace.study_storage}")
+    assert len(study.trials) == 12
+
+
+def test_two_processes_tuning_one_study_lose_no_trial(embedded, tmp_path):
+    folder, config, workspace = embedded
+    tune_model(config, workspace, config.model("tfidf-word"), trials=1)  # neighbours cached before the race
+    command = [sys.executable, "-m", "compkit.cli", "tune-threshold", "-c", str(folder), "--model", "tfidf-word",
+               "--trials", "15", "--workspace", str(tmp_path / "work")]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        _, error = worker.communicate(timeout=300)
+        assert worker.returncode == 0, error
+    study = optuna.load_study(study_name=f"{config.slug}.tfidf-word.all",
+                              storage=f"sqlite:///{workspace.study_storage}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 31
+
+
+def test_predict_refuses_untuned_then_writes_valid_csvs(embedded):
+    _, config, workspace = embedded
+    model = config.model("tfidf-word")
+    with pytest.raises(StaleArtifactError, match="not tuned yet .*compkit tune-threshold"):
+        predict_model(config, workspace, model)
+    tune_model(config, workspace, model, trials=10)
+    result = predict_model(config, workspace, model)
+    scored = score_submission(config, workspace, result.submission)
+    assert 0.0 < scored.score <= 1.0 and scored.n_rows == result.test_rows
+    oof = result.oof.read_text().splitlines()
+    assert oof[0] == "posting_id,matches" and len(oof) == result.oof_rows + 1
+
+
+def test_predict_refuses_parameters_tuned_before_the_config_changed(embedded):
+    folder, config, workspace = embedded
+    tune_model(config, workspace, config.model("phash"), trials=3)
+    toml = folder / "competition.toml"
+    toml.write_text(toml.read_text() + '\n[embeddings]\ndtype = "float16"\n')
+    changed = load_config(str(folder))
+    run_models(changed, workspace, folds=[0, 1], models=["phash"])
+    with pytest.raises(StaleArtifactError, match="changed since .*compkit tune-threshold -c tiny-match --model phash"):
+        predict_model(changed, workspace, changed.model("phash"))
+
+
+def test_identify_models_tune_and_predict_with_new_individual(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "competitions" / "demo-identify" / "competition.toml").read_text()
+    import re
+
+    text = re.sub(r"n_train_groups = \d+", "n_train_groups = 30", text)
+    text = re.sub(r"n_test_groups = \d+", "n_test_groups = 6", text)
+    text = re.sub(r"image_size = \d+", "image_size = 32", text)
+    text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-identify"', 'slug = "tiny-identify"')
+    head, _, tail = text.partition("[postprocess]")
+    head = head[: head.index("[[models]]")] if "[[models]]" in head else head
+    text = head + """[[models]]
+name = "cnn"
+kind = "image"
+backbone = "lcnet_050"
+image_size = 32
+embedding_dim = 32
+train = { epochs = 1, batch_size = 16, lr = 2e-3 }
+
+[postprocess]""" + tail
+    folder = tmp_path / "competitions" / "tiny-identify"
+    folder.mkdir(parents=True)
+    (folder / "competition.toml").write_text(text)
+    config = load_config(str(folder))
+    workspace = Workspace.for_competition(config.slug, tmp_path / "work")
+    fetch_competition(config, workspace)
+    build_folds(config, workspace)
+    run_models(config, workspace, folds=[0, 1], device="cpu")
+    result = tune_model(config, workspace, config.model("cnn"), trials=10)
+    assert result.oof_score >= result.default_score
+    predicted = predict_model(config, workspace, config.model("cnn"))
+    scored = score_submission(config, workspace, predicted.submission)
+    assert 0.0 <= scored.score <= 1.0
+    assert "new_individual" in predicted.submission.read_text()
