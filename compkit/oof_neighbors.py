@@ -106,7 +106,7 @@ def _match(config, model, workspace, train, labels, rows_of_fold, folds_data, ca
     fold_of_row = np.full(n_rows, -1, dtype=np.int64)
     for fold, rows in enumerate(rows_of_fold):
         fold_of_row[rows] = fold
-    similarities = np.zeros((n_rows, depth), dtype=np.float32)
+    similarities = np.full((n_rows, depth), -np.inf, dtype=np.float32)
     indices = np.full((n_rows, depth), -1, dtype=np.int64)
     if candidates == "all":
         matrix = _all_rows_matrix(config, model, train, rows_of_fold, folds_data)
@@ -131,7 +131,7 @@ def _identify(config, model, workspace, train, labels, rows_of_fold, folds_data)
     depth = search_depth(config)
     n_rows = len(train)
     knn = get_backend("auto")
-    similarities = np.zeros((n_rows, depth), dtype=np.float32)
+    similarities = np.full((n_rows, depth), -np.inf, dtype=np.float32)
     indices = np.full((n_rows, depth), -1, dtype=np.int64)
     fold_of_row = np.full(n_rows, -1, dtype=np.int64)
     truth = np.full(n_rows, NEW_INDIVIDUAL, dtype=np.int64)

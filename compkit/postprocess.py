@@ -9,9 +9,39 @@ import numpy as np
 
 from compkit.metrics import average_precision_at_5, row_f1
 
-__all__ = ["average_precision_at_5", "match_f1", "match_mask", "top_labels", "insert_new_individual"]
+__all__ = ["MatchMasker", "average_precision_at_5", "insert_new_individual", "match_f1", "match_mask", "top_labels"]
 
 NO_LABEL = -1
+
+
+class MatchMasker:
+    """Keeps matches from fixed (n, k) neighbour lists for any thresholds; what no threshold changes is precomputed.
+
+    A row keeps itself, every neighbour with similarity >= threshold, at most `max_matches` in all; with a
+    `min2_threshold` ("min2": every product has at least two postings) it also keeps its nearest other
+    posting when that one's similarity reaches the lower `min2_threshold`.
+    """
+
+    def __init__(self, similarities: np.ndarray, indices: np.ndarray, *, max_matches: int = 50) -> None:
+        self.similarities = similarities
+        self.max_matches = max_matches
+        self.valid = indices >= 0
+        self.is_self = indices == np.arange(len(indices))[:, None]
+        other = ~self.is_self & self.valid
+        self.rows = np.arange(len(indices))
+        self.nearest_other = other.argmax(axis=1)
+        nearest_similarity = similarities[self.rows, self.nearest_other]
+        self.nearest_other_similarity = np.where(other.any(axis=1), nearest_similarity, -np.inf)
+
+    def __call__(self, threshold: float, min2_threshold: float | None = None) -> np.ndarray:
+        keep = self.similarities >= threshold
+        keep |= self.is_self
+        keep &= self.valid
+        if min2_threshold is not None:
+            keep[self.rows, self.nearest_other] |= self.nearest_other_similarity >= min2_threshold
+        if self.max_matches and keep.shape[1] > self.max_matches:
+            keep &= np.cumsum(keep, axis=1) <= self.max_matches
+        return keep
 
 
 def match_mask(
@@ -22,24 +52,8 @@ def match_mask(
     max_matches: int = 50,
     min2_threshold: float | None = None,
 ) -> np.ndarray:
-    """Return a boolean (n, k) mask of the neighbours kept as matches (self always kept, at most max_matches).
-
-    With `min2_threshold` ("min2": every product has at least two postings), each row also keeps its nearest
-    other posting when that one's similarity reaches the lower `min2_threshold`.
-    """
-    rows = np.arange(len(indices))[:, None]
-    is_self = indices == rows
-    keep = (similarities >= threshold) | is_self
-    keep &= indices >= 0
-    if min2_threshold is not None:
-        candidate = ~is_self & (indices >= 0)
-        nearest_other = candidate.argmax(axis=1)
-        has_other = candidate.any(axis=1)
-        row_index = np.arange(len(indices))
-        keep[row_index, nearest_other] |= has_other & (similarities[row_index, nearest_other] >= min2_threshold)
-    if max_matches and keep.shape[1] > max_matches:
-        keep &= np.cumsum(keep, axis=1) <= max_matches
-    return keep
+    """Return a boolean (n, k) mask of the neighbours kept as matches (see MatchMasker)."""
+    return MatchMasker(similarities, indices, max_matches=max_matches)(threshold, min2_threshold)
 
 
 def match_f1(labels: np.ndarray, indices: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -67,3 +67,26 @@ def test_min2_keeps_the_nearest_other_posting_above_the_lower_threshold():
     indices = np.array([[0, 1, 2], [1, 0, 2], [1, 2, 0]])
     keep = match_mask(similarities, indices, 0.8, min2_threshold=0.4)
     assert keep.tolist() == [[True, True, False], [True, False, False], [True, True, False]]
+
+
+def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
+    from compkit.metrics import row_f1
+    from compkit.oof_neighbors import OOFNeighbors
+    from compkit.tuning import PrefixMatchF1
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 30, size=200)
+    centres = rng.normal(size=(30, 8))
+    embeddings = centres[labels] + rng.normal(scale=0.9, size=(200, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarities, indices = brute_neighbours(embeddings, 20)
+    similarities = np.round(similarities, 2).astype(np.float32)  # ties
+    similarities[:7, -5:], indices[:7, -5:] = -np.inf, -1  # padded rows, as short neighbour lists are
+    neighbors = OOFNeighbors(np.arange(200).astype(str), labels, np.zeros(200, dtype=np.int64),
+                             similarities, indices, "fold")
+    prefix = PrefixMatchF1(neighbors, max_matches=20)
+    for threshold, min2 in [(0.3, None), (0.6, 0.2), (0.85, 0.5), (0.999, None), (-1.0, 0.0)]:
+        keep = match_mask(similarities, indices, threshold, max_matches=20, min2_threshold=min2)
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        expected = row_f1(labels, indptr, indices[keep], assume_unique=True)
+        np.testing.assert_allclose(prefix.row_scores(threshold, min2), expected, atol=1e-12)
