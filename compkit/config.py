@@ -139,9 +139,11 @@ class PostprocessSpace:
     top_n: int = 100
     min2: bool = False
     min2_threshold: tuple[float, float] = (0.0, 0.9)
+    new_individual: Literal["threshold", "fraction"] = "threshold"
+    new_individual_fraction: tuple[float, float] = (0.0, 0.8)
 
     def check(self) -> str | None:
-        for name in ("threshold", "min2_threshold"):
+        for name in ("threshold", "min2_threshold", "new_individual_fraction"):
             low, high = getattr(self, name)
             if not low <= high:
                 return f"{name} must be [low, high] with low <= high, got [{low}, {high}]"

@@ -15,7 +15,7 @@ from compkit.metrics import PAD_ID
 from compkit.oof_neighbors import NEW_INDIVIDUAL, oof_neighbors, search_depth
 from compkit.postprocess import NO_LABEL, insert_new_individual, match_mask, top_labels
 from compkit.submission import format_identify_rows, format_match_rows
-from compkit.tuning import read_tuned
+from compkit.tuning import new_individual_threshold, read_tuned
 from compkit.workspace import Workspace, file_sha256, write_csv, write_manifest
 
 
@@ -31,24 +31,23 @@ class PredictResult:
 def predict_model(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> PredictResult:
     """Write submissions/<model>.csv and oof/<model>.csv with the model's tuned post-processing."""
     tuned = read_tuned(config, model, workspace)
-    threshold = tuned["params"]["threshold"]
-    min2_threshold = tuned["params"].get("min2_threshold")
+    params = tuned["params"]
     folds = list(range(config.folds.n_splits))
     test_ids = load_test(config, workspace)[config.columns.id].to_numpy(dtype=str)
     test_vectors = combined_test_embeddings(config, model, workspace, folds)
     neighbors = oof_neighbors(config, model, workspace, candidates=tuned["candidates"])
     if config.task == "match":
         similarities, indices = _search(test_vectors, test_vectors, min(search_depth(config), len(test_ids)))
-        submission = _match_rows(config, test_ids, similarities, indices, threshold, min2_threshold)
-        oof = _match_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, threshold, min2_threshold)
+        submission = _match_rows(config, test_ids, similarities, indices, params)
+        oof = _match_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, params)
     else:
         train_labels = load_train(config, workspace)[config.columns.label].to_numpy(dtype=str)
         codes, classes = pd.factorize(train_labels)
         gallery = combined_gallery_embeddings(config, model, workspace, folds)
         similarities, indices = _search(test_vectors, gallery, min(search_depth(config), len(gallery)))
-        submission = _identify_rows(config, test_ids, similarities, indices, codes, np.asarray(classes), threshold)
+        submission = _identify_rows(config, test_ids, similarities, indices, codes, np.asarray(classes), params)
         oof = _identify_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, codes,
-                             np.asarray(classes), threshold)
+                             np.asarray(classes), params)
     inputs = {"tuned": file_sha256(workspace.tuned_params(model.name)), "model": model.name}
     for path, frame in ((workspace.submission_csv(model.name), submission), (workspace.oof_csv(model.name), oof)):
         write_csv(path, frame)
@@ -67,19 +66,19 @@ def _search(query, reference, depth: int):
     return backend.search(query, reference, depth)
 
 
-def _match_rows(config, ids, similarities, indices, threshold: float, min2_threshold: float | None) -> pd.DataFrame:
-    keep = match_mask(similarities, indices, threshold, max_matches=config.postprocess.max_matches,
-                      min2_threshold=min2_threshold)
+def _match_rows(config, ids, similarities, indices, params: dict) -> pd.DataFrame:
+    keep = match_mask(similarities, indices, params["threshold"], max_matches=config.postprocess.max_matches,
+                      min2_threshold=params.get("min2_threshold"))
     indptr = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(keep.sum(axis=1), out=indptr[1:])
     return format_match_rows(ids, indptr, indices[keep], config=config)
 
 
-def _identify_rows(config, ids, similarities, indices, label_codes, classes, threshold: float) -> pd.DataFrame:
+def _identify_rows(config, ids, similarities, indices, label_codes, classes, params: dict) -> pd.DataFrame:
     valid = indices >= 0
     neighbour_labels = np.where(valid, label_codes[np.clip(indices, 0, None)], NO_LABEL)
     labels, scores = top_labels(similarities, neighbour_labels, 5)
-    codes = insert_new_individual(labels, scores, threshold, NEW_INDIVIDUAL)
+    codes = insert_new_individual(labels, scores, new_individual_threshold(params, scores), NEW_INDIVIDUAL)
     names = np.where(codes >= 0, classes[np.clip(codes, 0, None)], PAD_ID).astype(object)
     names[codes == NEW_INDIVIDUAL] = config.submission.new_individual
     return format_identify_rows(ids, names, config=config)

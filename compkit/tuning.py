@@ -114,14 +114,26 @@ def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[d
     return PrefixMatchF1(neighbors, max_matches=max_matches)
 
 
+def new_individual_threshold(params: dict, scores: np.ndarray) -> float:
+    """Return the similarity below which new_individual ranks first: tuned, or set by a target fraction.
+
+    With `new_individual_fraction` the threshold is that quantile of the queries' best scores, so
+    new_individual is the top-1 prediction for that fraction of the queries it is applied to.
+    """
+    if "new_individual_fraction" in params:
+        return float(np.quantile(scores[:, 0], params["new_individual_fraction"]))
+    return params["threshold"]
+
+
 def identify_evaluator(neighbors: OOFNeighbors) -> Callable[[dict], float]:
-    """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted at the threshold."""
+    """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted."""
     valid = neighbors.indices >= 0
     neighbour_labels = np.where(valid, neighbors.labels[np.clip(neighbors.indices, 0, None)], NO_LABEL)
     labels, scores = top_labels(neighbors.similarities, neighbour_labels, 5)
 
     def evaluate(params: dict) -> float:
-        predictions = insert_new_individual(labels, scores, params["threshold"], NEW_INDIVIDUAL)
+        threshold = new_individual_threshold(params, scores)
+        predictions = insert_new_individual(labels, scores, threshold, NEW_INDIVIDUAL)
         return float(average_precision_at_5(neighbors.query_truth, predictions).mean())
 
     return evaluate
@@ -160,11 +172,22 @@ def open_study(url: str, name: str, *, seed: int):
 def suggest_params(trial, config: CompetitionConfig) -> dict:
     """Return one trial's post-processing parameters from the config's search space."""
     space = config.postprocess
+    if config.task == "identify" and space.new_individual == "fraction":
+        fraction = trial.suggest_float("new_individual_fraction", *space.new_individual_fraction)
+        return {"new_individual_fraction": fraction}
     params = {"threshold": trial.suggest_float("threshold", *space.threshold)}
     if config.task == "match" and space.min2:
         low, high = space.min2_threshold
         params["min2_threshold"] = trial.suggest_float("min2_threshold", low, min(high, params["threshold"]))
     return params
+
+
+def default_study_name(config: CompetitionConfig, model: ModelConfig, candidates: str) -> str:
+    """Return <slug>.<model>.<candidates>.<search space hash>: trials of another search space are another study."""
+    from compkit.schema import to_plain
+    from compkit.workspace import fingerprint
+
+    return f"{config.slug}.{model.name}.{candidates}.{fingerprint(to_plain(config.postprocess))[:8]}"
 
 
 def tune_model(
@@ -184,8 +207,7 @@ def tune_model(
         raise ConfigError(f"--trials must be >= 0, got {trials}")
     neighbors = oof_neighbors(config, model, workspace, candidates=candidates)
     evaluate = evaluator(config, neighbors)
-    low, high = config.postprocess.threshold
-    name = study_name or f"{config.slug}.{model.name}.{neighbors.candidates}"
+    name = study_name or default_study_name(config, model, neighbors.candidates)
     study = open_study(storage_url(workspace, storage), name, seed=seed)
     task = progress.task(f"tuning {model.name}", total=trials)
 
@@ -200,9 +222,10 @@ def tune_model(
     default_score = evaluate({"threshold": config.postprocess.default_threshold})  # no min2: the naive baseline
     path = workspace.tuned_params(model.name)
     plot = path.with_suffix(".png")
-    plot_params = {k: v for k, v in params.items() if k != "threshold"}
-    write_score_plot(plot, lambda p: evaluate({**plot_params, **p}), (low, high), params["threshold"],
-                     title=f"{config.slug} {model.name}")
+    primary = next(iter(params))  # threshold, or new_individual_fraction
+    bounds = getattr(config.postprocess, primary)
+    write_score_plot(plot, lambda value: evaluate({**params, primary: value}), bounds, params[primary],
+                     parameter=primary, title=f"{config.slug} {model.name}")
     result = {
         "model": model.name, "params": params, "oof_score": study.best_value, "default_score": default_score,
         "candidates": neighbors.candidates, "other_candidates_score": other, "study": name,
@@ -228,8 +251,11 @@ def _other_candidates_score(config, model, workspace, candidates: str, params: d
     return evaluator(config, oof_neighbors(config, model, workspace, candidates=other))(params)
 
 
-def write_score_plot(path: Path, evaluate, bounds: tuple[float, float], best: float, *, title: str) -> None:
-    """Write a PNG of the OOF score against the threshold over the search range."""
+def write_score_plot(
+    path: Path, score_at: Callable[[float], float], bounds: tuple[float, float], best: float, *, parameter: str,
+    title: str,
+) -> None:
+    """Write a PNG of the OOF score against one tuned parameter over its search range."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,12 +263,12 @@ def write_score_plot(path: Path, evaluate, bounds: tuple[float, float], best: fl
 
     from compkit.workspace import atomic_path
 
-    thresholds = np.linspace(bounds[0], bounds[1], 60)
-    scores = [evaluate({"threshold": float(t)}) for t in thresholds]
+    values = np.linspace(bounds[0], bounds[1], 60)
+    scores = [score_at(float(value)) for value in values]
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    axis.plot(thresholds, scores, color="tab:blue")
+    axis.plot(values, scores, color="tab:blue")
     axis.axvline(best, color="tab:red", linestyle="--", label=f"tuned {best:.3f}")
-    axis.set(xlabel="threshold", ylabel="OOF score", title=title)
+    axis.set(xlabel=parameter, ylabel="OOF score", title=title)
     axis.legend()
     figure.tight_layout()
     with atomic_path(path) as temporary:

@@ -18,7 +18,7 @@ from compkit.oof_neighbors import oof_neighbors
 from compkit.predict import predict_model
 from compkit.scoring import score_submission
 from compkit.training.runner import run_models
-from compkit.tuning import tune_model
+from compkit.tuning import default_study_name, tune_model
 from compkit.workspace import Workspace
 
 MATCHERS = ["tfidf-word", "phash"]
@@ -79,7 +79,7 @@ def test_two_processes_tuning_one_study_lose_no_trial(embedded, tmp_path):
     for worker in workers:
         _, error = worker.communicate(timeout=300)
         assert worker.returncode == 0, error
-    study = optuna.load_study(study_name=f"{config.slug}.tfidf-word.all",
+    study = optuna.load_study(study_name=default_study_name(config, config.model("tfidf-word"), "all"),
                               storage=f"sqlite:///{workspace.study_storage}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 31
@@ -143,3 +143,12 @@ train = { epochs = 1, batch_size = 16, lr = 2e-3 }
     scored = score_submission(config, workspace, predicted.submission)
     assert 0.0 <= scored.score <= 1.0
     assert "new_individual" in predicted.submission.read_text()
+
+    toml = folder / "competition.toml"
+    toml.write_text(toml.read_text().replace("[postprocess]", '[postprocess]\nnew_individual = "fraction"'))
+    by_fraction = load_config(str(folder))
+    result = tune_model(by_fraction, workspace, by_fraction.model("cnn"), trials=10)
+    fraction = result.params["new_individual_fraction"]
+    rows = predict_model(by_fraction, workspace, by_fraction.model("cnn")).submission.read_text().splitlines()[1:]
+    first_is_new = np.mean([row.split(",")[1].split()[0] == "new_individual" for row in rows])
+    assert abs(first_is_new - fraction) <= 1.5 / len(rows) + 1e-9

@@ -29,7 +29,8 @@ def tune_threshold(
         str | None, typer.Option("--storage", help="SQLAlchemy URL of the study storage (default: SQLite file).")
     ] = None,
     study: Annotated[
-        str | None, typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>).")
+        str | None,
+        typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>.<search space hash>)."),
     ] = None,
     candidates: Annotated[
         str, typer.Option("--candidates", help="match: search OOF queries against 'all' training rows or their 'fold'.")
