@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/knn.py
 	$(BIN)/python benchmarks/metrics.py
+	cd benchmarks && ../$(BIN)/python tuning_trial.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

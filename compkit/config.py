@@ -139,10 +139,14 @@ class PostprocessSpace:
     top_n: int = 100
     min2: bool = False
     min2_threshold: tuple[float, float] = (0.0, 0.9)
+    blend_stages: int = 0
+    blend_threshold: float = 0.6
     new_individual: Literal["threshold", "fraction"] = "threshold"
     new_individual_fraction: tuple[float, float] = (0.0, 0.8)
 
     def check(self) -> str | None:
+        if not 0 <= self.blend_stages <= 3:
+            return f"blend_stages must be between 0 and 3, got {self.blend_stages}"
         for name in ("threshold", "min2_threshold", "new_individual_fraction"):
             low, high = getattr(self, name)
             if not low <= high:

@@ -54,6 +54,7 @@ def neighbors_inputs(config: CompetitionConfig, model: ModelConfig, workspace: W
                        for f in range(config.folds.n_splits)],
         "candidates": candidates,
         "depth": search_depth(config),
+        "blend": [config.postprocess.blend_stages, config.postprocess.blend_threshold],
         "task": config.task,
     }
 
@@ -108,15 +109,16 @@ def _match(config, model, workspace, train, labels, rows_of_fold, folds_data, ca
         fold_of_row[rows] = fold
     similarities = np.full((n_rows, depth), -np.inf, dtype=np.float32)
     indices = np.full((n_rows, depth), -1, dtype=np.int64)
+    space = config.postprocess
     if candidates == "all":
         matrix = _all_rows_matrix(config, model, train, rows_of_fold, folds_data)
-        search = _searcher(matrix)
-        for rows in rows_of_fold:
-            found_similarities, found = search(matrix[rows], matrix, depth)
-            similarities[rows, : found.shape[1]], indices[rows, : found.shape[1]] = found_similarities, found
+        found_similarities, found = search_blended(matrix, depth, stages=space.blend_stages,
+                                                   threshold=space.blend_threshold)
+        similarities[:, : found.shape[1]], indices[:, : found.shape[1]] = found_similarities, found
     else:
         for rows, (_, oof, _) in zip(rows_of_fold, folds_data, strict=True):
-            found_similarities, found = _searcher(oof)(oof, oof, depth)
+            found_similarities, found = search_blended(oof, depth, stages=space.blend_stages,
+                                                       threshold=space.blend_threshold)
             similarities[rows, : found.shape[1]], indices[rows, : found.shape[1]] = found_similarities, rows[found]
     covered = fold_of_row >= 0
     return OOFNeighbors(
@@ -162,6 +164,18 @@ def _all_rows_matrix(config, model, train, rows_of_fold, folds_data):
     for rows, (_, oof, _) in zip(rows_of_fold, folds_data, strict=True):
         matrix[rows] = oof
     return matrix
+
+
+def search_blended(matrix, depth: int, *, stages: int, threshold: float):
+    """Return the set's neighbours within itself, after `stages` rounds of neighbourhood blending."""
+    from compkit.postprocess import blend_embeddings
+
+    depth = min(depth, matrix.shape[0])
+    similarities, indices = _searcher(matrix)(matrix, matrix, depth)
+    for _ in range(stages):
+        matrix = blend_embeddings(matrix, similarities, indices, threshold)
+        similarities, indices = _searcher(matrix)(matrix, matrix, depth)
+    return similarities, indices
 
 
 def _searcher(matrix):

@@ -99,3 +99,24 @@ def insert_new_individual(
     out = np.take_along_axis(padded, np.clip(source, 0, labels.shape[1]), axis=1)
     out[columns == position[:, None]] = new_individual
     return out[:, :top]
+
+
+def blend_embeddings(embeddings, similarities: np.ndarray, indices: np.ndarray, threshold: float):
+    """Return each row replaced by the similarity-weighted sum of its neighbours at or above `threshold`.
+
+    Neighbourhood blending (Shopee winners): rows are L2-normalised again afterwards. The weights form a
+    sparse (n, n) matrix with at most k entries a row, so no dense n x n matrix is built; `embeddings` may be
+    dense or scipy-sparse (TF-IDF).
+    """
+    import scipy.sparse as sp
+    from sklearn.preprocessing import normalize
+
+    keep = MatchMasker(similarities, indices, max_matches=indices.shape[1])(threshold)
+    rows = np.repeat(np.arange(len(indices)), keep.sum(axis=1))
+    weights = sp.csr_matrix(
+        (similarities[keep].astype(np.float32), (rows, indices[keep])), shape=(len(indices), embeddings.shape[0])
+    )
+    blended = weights @ embeddings
+    if sp.issparse(blended):
+        return normalize(blended.tocsr(), norm="l2", axis=1)
+    return normalize(np.asarray(blended, dtype=np.float32), norm="l2", axis=1)

@@ -12,7 +12,7 @@ from compkit.config import CompetitionConfig, ModelConfig
 from compkit.data import load_test, load_train
 from compkit.embeddings import combined_gallery_embeddings, combined_test_embeddings
 from compkit.metrics import PAD_ID
-from compkit.oof_neighbors import NEW_INDIVIDUAL, oof_neighbors, search_depth
+from compkit.oof_neighbors import NEW_INDIVIDUAL, oof_neighbors, search_blended, search_depth
 from compkit.postprocess import NO_LABEL, insert_new_individual, match_mask, top_labels
 from compkit.submission import format_identify_rows, format_match_rows
 from compkit.tuning import new_individual_threshold, read_tuned
@@ -37,7 +37,9 @@ def predict_model(config: CompetitionConfig, workspace: Workspace, model: ModelC
     test_vectors = combined_test_embeddings(config, model, workspace, folds)
     neighbors = oof_neighbors(config, model, workspace, candidates=tuned["candidates"])
     if config.task == "match":
-        similarities, indices = _search(test_vectors, test_vectors, min(search_depth(config), len(test_ids)))
+        space = config.postprocess
+        similarities, indices = search_blended(test_vectors, search_depth(config), stages=space.blend_stages,
+                                               threshold=space.blend_threshold)
         submission = _match_rows(config, test_ids, similarities, indices, params)
         oof = _match_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, params)
     else:

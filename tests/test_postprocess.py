@@ -90,3 +90,21 @@ def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
         indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         expected = row_f1(labels, indptr, indices[keep], assume_unique=True)
         np.testing.assert_allclose(prefix.row_scores(threshold, min2), expected, atol=1e-12)
+
+
+def test_blending_is_the_weighted_sum_of_thresholded_neighbours():
+    from compkit.postprocess import blend_embeddings
+
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(40, 6)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarities, indices = brute_neighbours(embeddings, 10)
+    blended = blend_embeddings(embeddings, similarities, indices, 0.3)
+    for row in (0, 17, 39):
+        kept = (similarities[row] >= 0.3) | (indices[row] == row)
+        expected = (similarities[row, kept, None] * embeddings[indices[row, kept]]).sum(axis=0)
+        np.testing.assert_allclose(blended[row], expected / np.linalg.norm(expected), atol=1e-5)
+    import scipy.sparse as sp
+
+    sparse = blend_embeddings(sp.csr_matrix(embeddings), similarities, indices, 0.3)
+    np.testing.assert_allclose(sparse.toarray(), blended, atol=1e-5)

@@ -152,3 +152,16 @@ train = { epochs = 1, batch_size = 16, lr = 2e-3 }
     rows = predict_model(by_fraction, workspace, by_fraction.model("cnn")).submission.read_text().splitlines()[1:]
     first_is_new = np.mean([row.split(",")[1].split()[0] == "new_individual" for row in rows])
     assert abs(first_is_new - fraction) <= 1.5 / len(rows) + 1e-9
+
+
+def test_blending_stages_change_the_cached_neighbours_and_still_predict(embedded):
+    folder, config, workspace = embedded
+    plain = oof_neighbors(config, config.model("tfidf-word"), workspace, candidates="all")
+    toml = folder / "competition.toml"
+    toml.write_text(toml.read_text().replace("[postprocess]", "[postprocess]\nblend_stages = 2\nblend_threshold = 0.5"))
+    blended_config = load_config(str(folder))
+    blended = oof_neighbors(blended_config, blended_config.model("tfidf-word"), workspace, candidates="all")
+    assert not np.array_equal(plain.similarities, blended.similarities)
+    tune_model(blended_config, workspace, blended_config.model("tfidf-word"), trials=5)
+    result = predict_model(blended_config, workspace, blended_config.model("tfidf-word"))
+    assert score_submission(blended_config, workspace, result.submission).score > 0
