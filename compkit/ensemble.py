@@ -1,0 +1,136 @@
+"""Ensembling submission-format CSVs: weighted votes for match lists, reciprocal-rank votes for identify.
+
+Every input is validated (same id set, well-formed rows) before anything is combined; the combination is a
+sparse-matrix sum over all rows at once, never a Python loop over postings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from compkit.config import CompetitionConfig
+from compkit.errors import ConfigError
+from compkit.metrics import PAD_ID
+from compkit.submission import (
+    IdentifySubmission,
+    MatchSubmission,
+    format_identify_rows,
+    format_match_rows,
+    load_submission,
+)
+
+METHODS = {"match": ("vote",), "identify": ("rank",)}
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    frame: pd.DataFrame
+    method: str
+    weights: tuple[float, ...]
+    vote_threshold: float | None
+
+
+def load_inputs(config: CompetitionConfig, paths: Sequence[Path], *, expected_ids: Sequence[str]):
+    """Return every input validated against one id set, in the order of `expected_ids`."""
+    if len(paths) < 2:
+        raise ConfigError(f"ensemble needs at least two CSVs, got {len(paths)}")
+    return [load_submission(Path(path), config, expected_ids=expected_ids) for path in paths]
+
+
+def check_weights(weights: Sequence[float] | None, n_inputs: int) -> np.ndarray:
+    """Return the weights as an array (default: all 1), refusing a count that does not match the inputs."""
+    if weights is None:
+        return np.ones(n_inputs)
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(weights) != n_inputs:
+        raise ConfigError(f"--weights has {len(weights)} values for {n_inputs} CSVs")
+    if (weights < 0).any() or not weights.any():
+        raise ConfigError("--weights must be non-negative and not all zero")
+    return weights
+
+
+def vote_matches(
+    submissions: Sequence[MatchSubmission], weights: np.ndarray, vote_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return CSR match lists keeping each (posting, match) whose summed weight reaches `vote_threshold`.
+
+    A posting always matches itself. `vote_threshold` is a fraction of the total weight (0 < t <= 1).
+    """
+    n_rows = len(submissions[0].ids)
+    votes = sp.csr_matrix((n_rows, n_rows), dtype=np.float64)
+    for submission, weight in zip(submissions, weights, strict=True):
+        unique = _binary_matrix(submission.indptr, submission.indices, n_rows)
+        votes = votes + weight * unique
+    votes = votes.tocsr()
+    votes.data = (votes.data >= vote_threshold * weights.sum() - 1e-12).astype(np.float64)
+    kept = (votes + sp.identity(n_rows, format="csr")).tocsr()
+    kept.data = np.ones_like(kept.data)
+    kept.eliminate_zeros()
+    kept.sort_indices()
+    return kept.indptr.astype(np.int64), kept.indices.astype(np.int64)
+
+
+def _binary_matrix(indptr: np.ndarray, indices: np.ndarray, n_rows: int) -> sp.csr_matrix:
+    matrix = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n_rows, n_rows))
+    matrix.sum_duplicates()
+    matrix.data = np.ones_like(matrix.data)
+    return matrix
+
+
+def rank_votes(submissions: Sequence[IdentifySubmission], weights: np.ndarray, *, top: int = 5) -> np.ndarray:
+    """Return (n, top) ids ranked by weighted reciprocal-rank votes: an id at rank r earns weight / (r + 1).
+
+    `new_individual` is a candidate like any id; ties are broken deterministically (by first appearance in
+    the stacked inputs).
+    """
+    stacked = np.concatenate([s.predictions for s in submissions], axis=1)
+    n_rows, width = stacked.shape
+    ranks = np.tile(np.arange(submissions[0].predictions.shape[1]), len(submissions))
+    model_weight = np.repeat(weights, submissions[0].predictions.shape[1])
+    present = stacked != PAD_ID
+    rows = np.repeat(np.arange(n_rows), width).reshape(n_rows, width)[present]
+    codes, names = pd.factorize(stacked[present])
+    earned = (model_weight / (ranks + 1.0))[None, :].repeat(n_rows, axis=0)[present]
+    scores = sp.coo_matrix((earned, (rows, codes)), shape=(n_rows, len(names))).tocsr()
+    scores.sum_duplicates()
+    row_of = np.repeat(np.arange(n_rows), np.diff(scores.indptr))
+    order = np.lexsort((scores.indices, -scores.data, row_of))
+    sorted_rows = row_of[order]
+    rank_in_row = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
+    keep = rank_in_row < top
+    predictions = np.full((n_rows, top), PAD_ID, dtype=object)
+    predictions[sorted_rows[keep], rank_in_row[keep]] = np.asarray(names, dtype=object)[scores.indices[order][keep]]
+    return predictions
+
+
+def ensemble(
+    config: CompetitionConfig,
+    paths: Sequence[Path],
+    *,
+    expected_ids: Sequence[str],
+    method: str | None = None,
+    weights: Sequence[float] | None = None,
+    vote_threshold: float = 0.5,
+) -> EnsembleResult:
+    """Return the combined submission of the CSVs at `paths` (validated first)."""
+    method = method or METHODS[config.task][0]
+    if method not in METHODS[config.task]:
+        raise ConfigError(f"--method {method!r} does not apply to a {config.task} competition "
+                          f"(choose {', '.join(METHODS[config.task])})")
+    if not 0 < vote_threshold <= 1:
+        raise ConfigError(f"--vote-threshold must be in (0, 1], got {vote_threshold}")
+    submissions = load_inputs(config, paths, expected_ids=expected_ids)
+    weight_array = check_weights(weights, len(submissions))
+    ids = submissions[0].ids
+    if config.task == "match":
+        indptr, indices = vote_matches(submissions, weight_array, vote_threshold)
+        frame = format_match_rows(ids, indptr, indices, config=config)
+        return EnsembleResult(frame, method, tuple(weight_array), vote_threshold)
+    predictions = rank_votes(submissions, weight_array, top=config.submission.max_predictions)
+    return EnsembleResult(format_identify_rows(ids, predictions, config=config), method, tuple(weight_array), None)
