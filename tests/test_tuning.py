@@ -109,6 +109,7 @@ def test_predict_refuses_parameters_tuned_before_the_config_changed(embedded):
         predict_model(changed, workspace, changed.model("phash"))
 
 
+@pytest.mark.filterwarnings("ignore:.*fewer than n_splits")
 def test_identify_models_tune_and_predict_with_new_individual(tmp_path):
     root = Path(__file__).resolve().parents[1]
     text = (root / "competitions" / "demo-identify" / "competition.toml").read_text()
