@@ -20,13 +20,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check compkit tests benchmarks
 
-# The demo pipeline as far as compkit goes today, on both bundled demo competitions.
+# The whole pipeline on both bundled demo competitions, each ending with its test score.
 demo: $(STAMP)
 	@for slug in demo-match demo-identify; do \
-	  $(BIN)/compkit fetch -c $$slug --workspace $(DEMO_WORKSPACE) && \
-	  $(BIN)/compkit folds -c $$slug --workspace $(DEMO_WORKSPACE) && \
-	  $(BIN)/compkit score -c $$slug --workspace $(DEMO_WORKSPACE) \
-	    $(DEMO_WORKSPACE)/$$slug/data/sample_submission.csv || exit 1; \
+	  $(BIN)/compkit run -c $$slug --workspace $(DEMO_WORKSPACE) --trials 50 || exit 1; \
 	done
 
 bench: $(STAMP)

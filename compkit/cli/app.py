@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from compkit import __version__
-from compkit.cli import data_commands, ensemble_command, score_command, train_commands, tune_commands
+from compkit.cli import (
+    data_commands,
+    ensemble_command,
+    run_command,
+    score_command,
+    train_commands,
+    tune_commands,
+)
 
 app = typer.Typer(
     name="compkit",
@@ -34,6 +41,7 @@ score_command.register(app)
 train_commands.register(app)
 tune_commands.register(app)
 ensemble_command.register(app)
+run_command.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,49 @@
+"""`compkit run`: the whole pipeline in one command, skipping every fresh stage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
+from compkit.cli.options import Competition, WorkspaceBase
+from compkit.config import load_config
+from compkit.workspace import Workspace
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(handle_errors(run))
+
+
+def run(
+    competition: Competition,
+    trials: Annotated[int, typer.Option("--trials", help="Tuning trials added per model.")] = 50,
+    jobs: Annotated[int, typer.Option("--jobs", help="Parallel training workers.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    workspace: WorkspaceBase = None,
+) -> None:
+    """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores."""
+    from compkit.pipeline import run_pipeline
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    with RichProgress() as progress:
+        report = run_pipeline(
+            config, space, trials=trials, device=device, jobs=jobs, progress=progress,
+            on_stage=lambda stage, outcome: progress.log(f"[bold]{stage}[/]: {outcome}"),
+        )
+    table = Table("model", "OOF score (tuned)", "test score", title=f"{config.slug}: scores")
+    for name, score in report.oof_scores.items():
+        test = report.test_scores.get(name)
+        table.add_row(name, f"{score:.6f}", "-" if test is None else f"{test:.6f}")
+    if report.ensemble is not None:
+        test = report.test_scores.get("ensemble")
+        table.add_row("ensemble", "-", "-" if test is None else f"{test:.6f}")
+    stdout.print(table)
+    if report.ensemble is not None:
+        stderr.print(f"ensemble submission: {report.ensemble}", highlight=False)
+        final = report.test_scores.get("ensemble")
+        if final is not None:
+            stdout.print(f"{final:.6f}", highlight=False)
