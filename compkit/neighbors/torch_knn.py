@@ -18,8 +18,10 @@ groups. The m best groups hold the m best columns (ties aside). On a 512 x 70,00
 from __future__ import annotations
 
 import functools
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -121,40 +123,89 @@ class TorchKNN(KNNBackend):
         import torch
 
         precision = self.resolve_precision(len(query), len(reference), query.shape[1])
-        score_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        n_reference = len(reference)
-        available = n_reference - int(exclude_self)
-        n_candidates = candidate_count(k, available) if precision == "bf16" else k
+        chunk_rows = self.chunk_size or _DEFAULT_CHUNK_ROWS[_device_type(self.device)]
+        search_chunk = _ChunkSearch(query, reference, k, exclude_self, precision, self.device, chunk_rows)
+        starts = range(0, len(query), chunk_rows)
+        threads = torch.get_num_threads()
+        workers = 1 if _device_type(self.device) == "cuda" else min(threads, len(starts))
+        if workers == 1:
+            with torch.inference_mode():
+                for start in starts:
+                    search_chunk(start)
+        else:
+            # One single-threaded worker per core, each taking the next chunk when it is done: no barrier
+            # between cores inside every op, so a core slowed by another process delays only its own chunk.
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(functools.partial(_single_threaded, search_chunk, threads), starts))
+        return search_chunk.similarities, search_chunk.indices
 
-        reference_fp32 = _to_tensor(reference, self.device)
-        reference_scored = reference_fp32.to(score_dtype)
-        chunk_rows = self.chunk_size or _DEFAULT_CHUNK_ROWS[device_type]
-        max_columns = max(1, _SCORE_BUDGET_BYTES[device_type] // (chunk_rows * reference_scored.element_size()))
-        n_blocks = -(-n_reference // max_columns)
-        block_columns = -(-n_reference // n_blocks)
 
-        similarities = np.empty((len(query), k), dtype=np.float32)
-        indices = np.empty((len(query), k), dtype=np.int64)
+class _ChunkSearch:
+    """Searches one chunk of query rows per call, writing into ``similarities`` and ``indices``.
+
+    Each thread that calls it gets its own score and re-rank buffers, reused by every chunk it searches:
+    a fresh 70 MB tensor per chunk would cost page faults on CPU.
+    """
+
+    def __init__(self, query: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool,
+                 precision: Literal["fp32", "bf16"], device: str, chunk_rows: int):
+        import torch
+
+        self.query, self.k, self.exclude_self, self.device = query, k, exclude_self, device
+        self.chunk_rows = min(chunk_rows, len(query))
+        self.bf16 = precision == "bf16"
+        available = len(reference) - int(exclude_self)
+        self.n_candidates = candidate_count(k, available) if self.bf16 else k
+        self.reference_fp32 = _to_tensor(reference, device)
+        self.reference_scored = self.reference_fp32.to(torch.bfloat16 if self.bf16 else torch.float32)
+        budget = _SCORE_BUDGET_BYTES[_device_type(device)]
+        max_columns = max(1, budget // (chunk_rows * self.reference_scored.element_size()))
+        n_blocks = -(-len(reference) // max_columns)
+        self.block_columns = -(-len(reference) // n_blocks)
+        self.similarities = np.empty((len(query), k), dtype=np.float32)
+        self.indices = np.empty((len(query), k), dtype=np.int64)
+        self._buffers = threading.local()
+
+    def __call__(self, start: int) -> None:
+        import torch
+
+        if not hasattr(self._buffers, "scores"):
+            self._buffers.scores = torch.empty(self.chunk_rows * self.block_columns,
+                                               dtype=self.reference_scored.dtype, device=self.reference_scored.device)
+            if self.bf16:
+                step_bytes = _RERANK_STEP_BYTES[_device_type(self.device)]
+                self._buffers.rerank = _ExactReranker(self.reference_fp32, self.n_candidates, step_bytes)
+        stop = min(start + self.chunk_rows, len(self.query))
+        query_fp32 = _to_tensor(self.query[start:stop], self.device)
+        values, columns = _top_candidates(
+            query_fp32.to(self.reference_scored.dtype), self.reference_scored, self.n_candidates,
+            self.block_columns, self._buffers.scores, self_offset=start if self.exclude_self else None,
+        )
+        if self.bf16:
+            values = self._buffers.rerank(query_fp32, columns)
+        values, order = torch.topk(values, self.k, dim=1)
+        self.similarities[start:stop] = values.cpu().numpy()
+        self.indices[start:stop] = columns.gather(1, order).cpu().numpy()
+
+
+def _single_threaded(function, threads_after: int, *args):
+    """Call ``function(*args)`` with one intra-op torch thread in this thread, in inference mode.
+
+    OpenMP's thread count is per calling thread, so other threads keep theirs; torch also remembers the last
+    count set as the default of threads not yet started, hence ``threads_after``, the caller's own count.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    try:
         with torch.inference_mode():
-            # Buffers reused by every chunk: a fresh 70 MB tensor per chunk costs page faults on CPU.
-            score_buffer = torch.empty(min(chunk_rows, len(query)) * block_columns, dtype=score_dtype,
-                                       device=reference_scored.device)
-            if precision == "bf16":
-                rerank = _ExactReranker(reference_fp32, n_candidates, _RERANK_STEP_BYTES[device_type])
-            for start in range(0, len(query), chunk_rows):
-                stop = min(start + chunk_rows, len(query))
-                query_fp32 = _to_tensor(query[start:stop], self.device)
-                values, columns = _top_candidates(
-                    query_fp32.to(score_dtype), reference_scored, n_candidates, block_columns, score_buffer,
-                    self_offset=start if exclude_self else None,
-                )
-                if precision == "bf16":
-                    values = rerank(query_fp32, columns)
-                values, order = torch.topk(values, k, dim=1)
-                similarities[start:stop] = values.cpu().numpy()
-                indices[start:stop] = columns.gather(1, order).cpu().numpy()
-        return similarities, indices
+            return function(*args)
+    finally:
+        torch.set_num_threads(threads_after)
+
+
+def _device_type(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
 
 
 def _to_tensor(array: np.ndarray, device: str):
