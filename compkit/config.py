@@ -57,19 +57,35 @@ class FoldSettings:
 
 @dataclass(frozen=True)
 class HeadSettings:
-    """Margin head of a trained model (ArcFace or sub-center ArcFace)."""
+    """Training head of a model: a margin head (ArcFace, sub-center ArcFace: scale, margin, easy_margin,
+    subcenters) or the supervised contrastive loss "supcon" (temperature; needs the class-balanced sampler)."""
 
-    type: Literal["arcface", "subcenter_arcface"] = "arcface"
+    type: Literal["arcface", "subcenter_arcface", "supcon"] = "arcface"
     scale: float = 30.0
     margin: float = 0.5
     easy_margin: bool = False
     subcenters: int = 3
+    temperature: float = 0.1
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """How a neural model is trained on each fold.
+
+    `sampler = "class_balanced"` fills each batch with `images_per_class` images of each of its classes
+    (repeating the images of smaller classes), so every batch holds positives. The held-out fold is scored
+    (and the best checkpoint chosen) from epoch `score_from_epoch` on, and always after the last epoch.
+    `recalibrate_bn` re-estimates BatchNorm statistics on the un-augmented training rows before each scoring
+    (one extra forward pass over them): from random weights the running averages lag far behind; a
+    pretrained encoder with only a BatchNorm neck can skip it.
+    """
+
     epochs: int = 10
     batch_size: int = 64
+    sampler: Literal["random", "class_balanced"] = "random"
+    images_per_class: int = 2
+    score_from_epoch: int = 0
+    recalibrate_bn: bool = True
     lr: float = 1e-3
     head_lr: float | None = None
     weight_decay: float = 1e-4
@@ -82,6 +98,20 @@ class TrainSettings:
     deterministic: bool = False
     seed: int = 42
     num_workers: int = 0
+
+    def check(self) -> str | None:
+        if self.sampler == "class_balanced" and not 1 <= self.images_per_class <= self.batch_size:
+            return (f"images_per_class must be between 1 and batch_size={self.batch_size}, "
+                    f"got images_per_class={self.images_per_class}")
+        return None
+
+
+def _check_head_fits_sampler(head: HeadSettings, train: TrainSettings) -> str | None:
+    if head.type == "supcon" and (train.sampler != "class_balanced" or train.images_per_class < 2):
+        return ("head type 'supcon' learns from pairs within a batch: set train.sampler = 'class_balanced' "
+                f"and train.images_per_class >= 2 (got sampler={train.sampler!r}, "
+                f"images_per_class={train.images_per_class})")
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,6 +127,9 @@ class ImageModel:
     head: HeadSettings = field(default_factory=HeadSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
 
+    def check(self) -> str | None:
+        return _check_head_fits_sampler(self.head, self.train)
+
 
 @dataclass(frozen=True)
 class TextModel:
@@ -107,6 +140,9 @@ class TextModel:
     embedding_dim: int = 256
     head: HeadSettings = field(default_factory=HeadSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+
+    def check(self) -> str | None:
+        return _check_head_fits_sampler(self.head, self.train)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Margin heads for metric learning: ArcFace and sub-center ArcFace (one module, k sub-centres)."""
+"""Metric-learning heads: ArcFace and sub-center ArcFace (one module, k sub-centres), and supervised contrastive.
+
+Every head has `loss(embeddings, labels)`, the training objective of a batch.
+"""
 
 from __future__ import annotations
 
@@ -59,9 +62,41 @@ class ArcMarginHead(nn.Module):
         is_target = F.one_hot(labels, self.n_classes).bool()
         return torch.where(is_target, with_margin, cosine) * self.scale
 
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self(embeddings, labels).float(), labels)
 
-def create_head(settings, embedding_dim: int, n_classes: int) -> ArcMarginHead:
-    """Return the margin head described by a config's HeadSettings."""
+
+class SupConHead(nn.Module):
+    """Supervised contrastive loss (Khosla et al. 2020): each row is pulled towards the other rows of its class
+    in the batch and pushed from the rest, at cosine / temperature.
+
+    It has no class weights to learn, so from random initial weights it learns from the first step, where a
+    margin head must first find its class centres; it needs batches that hold several rows of each class (the
+    class-balanced sampler). Rows without a positive in the batch only serve as negatives.
+    """
+
+    def __init__(self, *, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        normalised = F.normalize(embeddings.float(), dim=1)
+        similarities = normalised @ normalised.T / self.temperature
+        is_self = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        log_probabilities = similarities.masked_fill(is_self, float("-inf")).log_softmax(dim=1)
+        positives = (labels[:, None] == labels[None, :]) & ~is_self
+        n_positives = positives.sum(dim=1)
+        has_positive = n_positives > 0
+        if not has_positive.any():
+            return similarities.sum() * 0.0  # keeps the graph: a batch without pairs teaches nothing
+        positive_log_probability = log_probabilities.masked_fill(~positives, 0.0).sum(dim=1)
+        return -(positive_log_probability[has_positive] / n_positives[has_positive]).mean()
+
+
+def create_head(settings, embedding_dim: int, n_classes: int) -> ArcMarginHead | SupConHead:
+    """Return the head described by a config's HeadSettings."""
+    if settings.type == "supcon":
+        return SupConHead(temperature=settings.temperature)
     return ArcMarginHead(
         embedding_dim,
         n_classes,

@@ -67,23 +67,42 @@ class FoldScore:
     threshold: float
 
 
+def match_sweep_scores(embeddings: np.ndarray, labels: np.ndarray, *, max_matches: int, knn) -> np.ndarray:
+    """Return each row's F1 at every MATCH_SWEEP threshold, shape (thresholds, rows); kNN within `embeddings`."""
+    similarities, indices = knn.search(embeddings, embeddings, min(max_matches, len(embeddings)))
+    return np.stack([match_f1(labels, indices, match_mask(similarities, indices, t, max_matches=max_matches))
+                     for t in MATCH_SWEEP])
+
+
+def identify_sweep_scores(
+    query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, *, top_n: int, knn
+) -> np.ndarray:
+    """Return each query's AP@5 at every IDENTIFY_SWEEP new_individual threshold, shape (thresholds, queries).
+
+    Query labels absent from the gallery count as new_individual.
+    """
+    similarities, indices = knn.search(query, gallery, min(top_n, len(gallery)))
+    labels, scores = top_labels(similarities, gallery_labels[indices], 5)
+    truth = np.where(np.isin(query_labels, gallery_labels), query_labels, NEW_INDIVIDUAL)
+    return np.stack([average_precision_at_5(truth, insert_new_individual(labels, scores, t, NEW_INDIVIDUAL))
+                     for t in IDENTIFY_SWEEP])
+
+
+def best_of_sweep(row_scores: np.ndarray, thresholds: np.ndarray) -> FoldScore:
+    """Return the best mean score over a sweep's (thresholds, rows) scores, and its threshold."""
+    means = row_scores.mean(axis=1)
+    best = int(np.argmax(means))
+    return FoldScore(float(means[best]), float(thresholds[best]))
+
+
 def match_fold_score(embeddings: np.ndarray, labels: np.ndarray, *, max_matches: int, knn) -> FoldScore:
     """Return the best mean row-F1 over a threshold sweep, kNN within the held-out fold."""
-    similarities, indices = knn.search(embeddings, embeddings, min(max_matches, len(embeddings)))
-    scores = [match_f1(labels, indices, match_mask(similarities, indices, t, max_matches=max_matches)).mean()
-              for t in MATCH_SWEEP]
-    best = int(np.argmax(scores))
-    return FoldScore(float(scores[best]), float(MATCH_SWEEP[best]))
+    return best_of_sweep(match_sweep_scores(embeddings, labels, max_matches=max_matches, knn=knn), MATCH_SWEEP)
 
 
 def identify_fold_score(
     query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, *, top_n: int, knn
 ) -> FoldScore:
     """Return the best MAP@5 over a new_individual threshold sweep, fold queries against the other folds."""
-    similarities, indices = knn.search(query, gallery, min(top_n, len(gallery)))
-    labels, scores = top_labels(similarities, gallery_labels[indices], 5)
-    truth = np.where(np.isin(query_labels, gallery_labels), query_labels, NEW_INDIVIDUAL)
-    results = [average_precision_at_5(truth, insert_new_individual(labels, scores, t, NEW_INDIVIDUAL)).mean()
-               for t in IDENTIFY_SWEEP]
-    best = int(np.argmax(results))
-    return FoldScore(float(results[best]), float(IDENTIFY_SWEEP[best]))
+    row_scores = identify_sweep_scores(query, query_labels, gallery, gallery_labels, top_n=top_n, knn=knn)
+    return best_of_sweep(row_scores, IDENTIFY_SWEEP)

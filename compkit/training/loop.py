@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from compkit.config import CompetitionConfig, ImageModel, TextModel
@@ -21,7 +19,7 @@ from compkit.progress import NO_PROGRESS, Progress
 from compkit.training.checkpoint import BEST_FILE, RESUME_FILE, load_state, rng_state, save_state, seed_epoch
 from compkit.training.evaluate import embed_dataset, identify_fold_score, match_fold_score, move_to
 from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
-from compkit.training.schedule import WarmupCosine
+from compkit.training.steps import batches_per_epoch, create_training_step, train_loader
 from compkit.workspace import (
     Workspace,
     fingerprint,
@@ -93,34 +91,18 @@ def train_model_fold(
     rows = fold_rows(config, workspace, fold)
     torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
     build = build_embedder(model, config.columns)
-    embedder = build.embedder
-    head = create_head(model.head, model.embedding_dim, rows.n_classes)
-    embedder.to(torch_device)
-    head.to(torch_device)
+    embedder = build.embedder.to(torch_device)
+    head = create_head(model.head, model.embedding_dim, rows.n_classes).to(torch_device)
     channels_last = settings.channels_last and torch_device.type == "cuda" and model.kind == "image"
     if channels_last:
         embedder.to(memory_format=torch.channels_last)
     data = build.inputs(rows.frame, workspace.data_dir / config.data.train_images)
     train_set = data.dataset(rows.train, rows.train_labels, train=True)
-
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": embedder.parameters(), "lr": settings.lr},
-            {"params": head.parameters(), "lr": settings.head_lr or settings.lr},
-        ],
-        weight_decay=settings.weight_decay,
-    )
-    batches_per_epoch = max(1, len(train_set) // settings.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
-    schedule = WarmupCosine(round(settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     amp_dtype = autocast_dtype(settings.amp, torch_device)
-    scaler = torch.amp.GradScaler(torch_device.type, enabled=amp_dtype == torch.float16)
-    ema = None
-    if settings.ema_decay:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(embedder, decay=settings.ema_decay)
+    trainer = create_training_step(
+        embedder, head, settings, torch_device, steps_per_epoch=batches_per_epoch(len(train_set), settings),
+        amp_dtype=amp_dtype, channels_last=channels_last,
+    )
 
     run_fingerprint = fingerprint(stage_inputs(inputs))
     state = load_state(run_dir / RESUME_FILE)
@@ -131,13 +113,7 @@ def train_model_fold(
     best = {"score": -1.0, "threshold": float("nan"), "epoch": -1}
     start_epoch = 0
     if state is not None:
-        embedder.load_state_dict(state["embedder"])
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        trainer.load_state_dict(state)
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "resolved.json", {"model": model.name, "fold": fold, **build.resolved})
@@ -145,81 +121,48 @@ def train_model_fold(
     epochs_task = progress.task(f"{model.name} fold {fold}", total=settings.epochs)
     epochs_task.update(completed=start_epoch)
     for epoch in range(start_epoch, settings.epochs):
-        generator = seed_epoch(settings.seed, epoch)
-        loader = DataLoader(
-            train_set,
-            batch_size=settings.batch_size,
-            shuffle=True,
-            drop_last=len(train_set) > settings.batch_size,
-            generator=generator,
-            num_workers=settings.num_workers,
-            pin_memory=torch_device.type == "cuda",
-        )
+        loader = train_loader(train_set, rows.train_labels, settings, seed_epoch(settings.seed, epoch),
+                              pin_memory=torch_device.type == "cuda")
         started = time.perf_counter()
-        embedder.train()
-        head.train()
-        losses = []
-        for step, (batch, labels) in enumerate(loader):
-            batch = move_to(batch, torch_device, channels_last=channels_last)
-            labels = labels.to(torch_device, non_blocking=True)
-            with torch.autocast(torch_device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = head(embedder(batch), labels)
-            loss = F.cross_entropy(logits.float(), labels) / settings.grad_accum
-            scaler.scale(loss).backward()
-            losses.append(loss.item() * settings.grad_accum)
-            if (step + 1) % settings.grad_accum == 0 or step + 1 == len(loader):
-                if settings.clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(
-                        list(embedder.parameters()) + list(head.parameters()), settings.clip_grad
-                    )
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if ema is not None:
-                    ema.update(embedder)
+        losses = trainer.run_epoch(loader)
         seconds = time.perf_counter() - started
-        evaluated = ema.module if ema is not None else embedder
-        recalibrate_batchnorm(evaluated, data.dataset(rows.train, rows.train_labels, train=False), torch_device,
-                              batch_size=settings.batch_size * 2)
-        score = _score_fold(config, model, evaluated, data, rows, torch_device, amp_dtype, channels_last)
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)) if losses else float("nan"),
-            "score": score.score,
-            "threshold": score.threshold,
-            "lr": optimizer.param_groups[0]["lr"],
+            "score": float("nan"),
+            "threshold": float("nan"),
+            "lr": trainer.optimizer.param_groups[0]["lr"],
             "rows_per_second": len(losses) * settings.batch_size / max(seconds, 1e-9),
         }
+        if _is_scored(epoch, settings):
+            evaluated = trainer.evaluated
+            if settings.recalibrate_bn:
+                recalibrate_batchnorm(evaluated, data.dataset(rows.train, rows.train_labels, train=False),
+                                      torch_device, batch_size=settings.batch_size * 2)
+            score = _score_fold(config, model, evaluated, data, rows, torch_device, amp_dtype, channels_last)
+            record.update(score=score.score, threshold=score.threshold)
+            if score.score > best["score"]:
+                best = {"score": score.score, "threshold": score.threshold, "epoch": epoch}
+                best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes}
+                save_state(run_dir / BEST_FILE, best_state)
         history.append(record)
-        if score.score > best["score"]:
-            best = {"score": score.score, "threshold": score.threshold, "epoch": epoch}
-            best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes}
-            save_state(run_dir / BEST_FILE, best_state)
         save_state(
             run_dir / RESUME_FILE,
-            {
-                "fingerprint": run_fingerprint,
-                "epoch": epoch,
-                "embedder": embedder.state_dict(),
-                "head": head.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "history": history,
-                "best": best,
-                "rng": rng_state(),
-            },
+            {"fingerprint": run_fingerprint, "epoch": epoch, **trainer.state_dict(), "history": history,
+             "best": best, "rng": rng_state()},
         )
         write_csv(run_dir / LOG_FILE, pd.DataFrame(history))
         epochs_task.advance(1)
         epochs_task.update(
-            info=f"loss {record['loss']:.3f}  score {score.score:.4f}  {record['rows_per_second']:.0f} rows/s"
+            info=f"loss {record['loss']:.3f}  score {record['score']:.4f}  {record['rows_per_second']:.0f} rows/s"
         )
     write_manifest(run_dir, inputs, best=best, epochs=settings.epochs, resumed_from_epoch=start_epoch)
     return FoldResult(model.name, fold, False, best["score"], best["threshold"], best["epoch"], run_dir)
+
+
+def _is_scored(epoch: int, settings) -> bool:
+    """Return whether the held-out fold is scored after `epoch` (always after the last one)."""
+    return epoch >= settings.score_from_epoch or epoch == settings.epochs - 1
 
 
 @torch.no_grad()

@@ -1,0 +1,162 @@
+"""The training step of an embedder and its margin head, and the loader, optimiser and schedule it runs with.
+
+`train_model_fold` runs one `TrainingStep.run_epoch` per epoch; `benchmarks/train_throughput.py` times the
+same object, so the benchmark measures the code that training runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from compkit.config import TrainSettings
+from compkit.training.evaluate import move_to
+from compkit.training.samplers import ClassBalancedBatchSampler
+from compkit.training.schedule import WarmupCosine
+
+
+def train_loader(
+    dataset: Dataset, labels: np.ndarray, settings: TrainSettings, generator: torch.Generator, *, pin_memory: bool
+) -> DataLoader:
+    """Return one epoch's loader: shuffled batches, or class-balanced ones, drawn from `generator`."""
+    options = {"num_workers": settings.num_workers, "pin_memory": pin_memory}
+    if settings.sampler == "class_balanced":
+        sampler = ClassBalancedBatchSampler(
+            labels, batch_size=settings.batch_size, images_per_class=settings.images_per_class, generator=generator
+        )
+        return DataLoader(dataset, batch_sampler=sampler, **options)
+    return DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        drop_last=len(dataset) > settings.batch_size,
+        generator=generator,
+        **options,
+    )
+
+
+def batches_per_epoch(n_rows: int, settings: TrainSettings) -> int:
+    """Return how many batches one epoch of `n_rows` training rows makes (both samplers drop the remainder)."""
+    return max(1, n_rows // settings.batch_size)
+
+
+@dataclass
+class TrainingStep:
+    """Everything one optimiser step touches; `run_epoch` trains one pass of a loader and returns its losses."""
+
+    embedder: nn.Module
+    head: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    grad_accum: int = 1
+    clip_grad: float | None = None
+    ema: Any = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """Return the weights to score and keep: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.embedder
+
+    def run_epoch(self, loader: DataLoader) -> list[float]:
+        self.embedder.train()
+        self.head.train()
+        losses = []
+        n_batches = len(loader)
+        for step, (batch, labels) in enumerate(loader):
+            batch = move_to(batch, self.device, channels_last=self.channels_last)
+            labels = labels.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss = self.head.loss(self.embedder(batch), labels) / self.grad_accum
+            self.scaler.scale(loss).backward()
+            losses.append(loss.detach())
+            if (step + 1) % self.grad_accum == 0 or step + 1 == n_batches:
+                self._optimizer_step()
+        # one host sync per epoch, not per step
+        return (torch.stack(losses).float().cpu() * self.grad_accum).tolist() if losses else []
+
+    def _optimizer_step(self) -> None:
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(parameters, self.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.embedder)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "embedder": self.embedder.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.embedder.load_state_dict(state["embedder"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def create_training_step(
+    embedder: nn.Module,
+    head: nn.Module,
+    settings: TrainSettings,
+    device: torch.device,
+    *,
+    steps_per_epoch: int,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> TrainingStep:
+    """Return a TrainingStep: AdamW, warm-up + cosine per step, AMP scaler, EMA when configured.
+
+    The backbone (or text encoder) learns at `lr`; the layers added on top of it (pooling, neck) and the
+    margin head at `head_lr`, since a pretrained encoder's small LR would leave a fresh neck almost untrained.
+    """
+    body, new_layers = _body_and_new_layers(embedder)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": body, "lr": settings.lr},
+            {"params": new_layers + list(head.parameters()), "lr": settings.head_lr or settings.lr},
+        ],
+        weight_decay=settings.weight_decay,
+    )
+    optimizer_steps = math.ceil(steps_per_epoch / settings.grad_accum)
+    schedule = WarmupCosine(round(settings.warmup_epochs * optimizer_steps), settings.epochs * optimizer_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = None
+    if settings.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(embedder, decay=settings.ema_decay)
+    return TrainingStep(
+        embedder, head, optimizer, scheduler, scaler, device, amp_dtype=amp_dtype, channels_last=channels_last,
+        grad_accum=settings.grad_accum, clip_grad=settings.clip_grad, ema=ema,
+    )
+
+
+def _body_and_new_layers(embedder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Return (backbone or encoder parameters, the embedder's other parameters)."""
+    body = embedder.backbone if hasattr(embedder, "backbone") else getattr(embedder, "encoder", None)
+    body_ids = {id(p) for p in body.parameters()} if body is not None else set()
+    parameters = list(embedder.parameters())
+    return [p for p in parameters if id(p) in body_ids], [p for p in parameters if id(p) not in body_ids]
