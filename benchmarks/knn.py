@@ -5,7 +5,8 @@
 
 Each method runs in a fresh child process so that its time and peak RSS are its own; with --repeat the
 methods take turns and each one's fastest run is kept. CPU seconds (user + system of that process) are
-printed beside wall time: where other work shares the cores, they are the steadier comparison. Peak RSS is
+printed beside wall time: where other work shares the cores, they are the steadier comparison, and "others"
+says how many cores other processes kept busy on average during the run (from /proc/stat). Peak RSS is
 the child's whole peak (python, torch, the embeddings); "before search" is that peak just before the
 search starts, so the difference is what the search itself added. Recall@k is measured
 against faiss's IndexFlatIP (or against compkit's fp32 search where faiss is not installed); the similarity
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import multiprocessing
+import os
 import resource
 import tempfile
 import time
@@ -83,11 +85,12 @@ def _run_in_child(method: str, data_path: str, k: int) -> dict:
 
     embeddings = np.load(data_path)
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cpu_started, started = _cpu_seconds(), time.perf_counter()
+    machine_started, cpu_started, started = _machine_busy_seconds(), _cpu_seconds(), time.perf_counter()
     (similarities, indices), description = METHODS[method](embeddings, k)
     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
+    others = (_machine_busy_seconds() - machine_started - cpu_seconds) / seconds if machine_started else None
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "other_cores": others, "peak_rss_mb": peak_rss_mb,
             "rss_before_mb": rss_before_mb, "description": description,
             "similarities": np.asarray(similarities, dtype=np.float32), "indices": np.asarray(indices)}
 
@@ -95,6 +98,16 @@ def _run_in_child(method: str, data_path: str, k: int) -> dict:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy_seconds() -> float | None:
+    """Return the CPU seconds all processes have used since boot (Linux), to tell how busy the machine was."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def recall_at_k(indices: np.ndarray, truth: np.ndarray) -> float:
@@ -142,18 +155,24 @@ def main() -> None:
                     run = pool.submit(_run_in_child, method, data_path, args.k).result()
                 if method not in results or run["seconds"] < results[method]["seconds"]:
                     results[method] = run
-                print(f"  {method}: {run['seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU", flush=True)
+                print(f"  {method}: {run['seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU, "
+                      f"other processes {_format_cores(run['other_cores'])}", flush=True)
 
     truth = results[reference_method]
     versus = "vs " + reference_method.split()[0]
-    print(f"{'method':<20} {'wall (s)':>9} {versus:>10} {'CPU (s)':>9} {versus:>10} {'recall@' + str(args.k):>10} "
-          f"{'max sim err':>12} {'peak RSS (MB)':>14} {'before search':>14}  backend")
+    print(f"{'method':<20} {'wall (s)':>9} {versus:>10} {'CPU (s)':>9} {versus:>10} {'others':>10} "
+          f"{'recall@' + str(args.k):>10} {'max sim err':>12} {'peak RSS (MB)':>14} {'before search':>14}  backend")
     for method, run in results.items():
         recall = recall_at_k(run["indices"], truth["indices"])
         error = similarity_error(embeddings, run["similarities"], run["indices"])
         print(f"{method:<20} {run['seconds']:>9.2f} {run['seconds'] / truth['seconds']:>9.2f}x "
-              f"{run['cpu_seconds']:>9.2f} {run['cpu_seconds'] / truth['cpu_seconds']:>9.2f}x {recall:>10.5f} "
+              f"{run['cpu_seconds']:>9.2f} {run['cpu_seconds'] / truth['cpu_seconds']:>9.2f}x "
+              f"{_format_cores(run['other_cores']):>10} {recall:>10.5f} "
               f"{error:>12.1e} {run['peak_rss_mb']:>14.0f} {run['rss_before_mb']:>14.0f}  {run['description']}")
+
+
+def _format_cores(cores: float | None) -> str:
+    return "n/a" if cores is None else f"{max(cores, 0.0):.1f} cores"
 
 
 if __name__ == "__main__":

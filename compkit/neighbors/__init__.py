@@ -9,14 +9,14 @@ from __future__ import annotations
 from compkit.errors import CompkitError
 from compkit.neighbors.base import KNNBackend, SearchResult, l2_normalize
 from compkit.neighbors.cuml_knn import CumlKNN, cuml_available
-from compkit.neighbors.faiss_knn import FaissKNN, faiss_available
+from compkit.neighbors.faiss_knn import FaissKNN
 from compkit.neighbors.sparse import (
     CumlSparseKNN,
     ScipySparseKNN,
     SparseKNNBackend,
     get_sparse_backend,
 )
-from compkit.neighbors.torch_knn import TorchKNN, cpu_prefers_bf16
+from compkit.neighbors.torch_knn import TorchKNN
 
 BACKEND_NAMES = ("auto", "torch", "faiss", "cuml")
 
@@ -40,10 +40,10 @@ def get_backend(name: str = "auto") -> KNNBackend:
     """Return the dense kNN search called ``name``: "auto", "torch", "faiss" or "cuml".
 
     "auto" picks the fastest exact search this machine can run: cuML where cuML and a CUDA GPU are there;
-    else torch on the GPU; else on CPU, torch with bf16 candidate scoring and an exact fp32 re-rank where
-    bf16 matmul is clearly faster than fp32 (measured once per process, see ``torch_knn.cpu_bf16_speedup``);
-    else faiss's flat index if faiss is installed (its fp32 search beats torch's fp32 matmul + top-k);
-    else torch in fp32. "torch" is torch on the GPU if there is one, else on CPU.
+    else torch on the GPU; else torch on CPU with ``precision="auto"``, which scores big searches in bf16
+    and re-ranks the candidates in fp32 where bf16 matmul is clearly faster (measured once per process,
+    see ``torch_knn.cpu_bf16_speedup``), and runs in fp32 otherwise, where it is on par with faiss's flat
+    index (see benchmarks/RESULTS-knn.md). "torch" is torch on the GPU if there is one, else on CPU.
     """
     if name not in BACKEND_NAMES:
         raise CompkitError(f"unknown kNN backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")
@@ -53,8 +53,4 @@ def get_backend(name: str = "auto") -> KNNBackend:
         return CumlKNN()
     import torch
 
-    if torch.cuda.is_available():
-        return TorchKNN("cuda")
-    if name == "torch" or cpu_prefers_bf16() or not faiss_available():
-        return TorchKNN("cpu")
-    return FaissKNN()
+    return TorchKNN("cuda" if torch.cuda.is_available() else "cpu")

@@ -35,7 +35,7 @@ _SCORE_BUDGET_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # one chunk's sco
 _DEFAULT_CHUNK_ROWS = {"cpu": 512, "cuda": 8192}
 _RERANK_STEP_BYTES = {"cpu": 16 * 2**20, "cuda": 256 * 2**20}  # gathered candidates per step; ~L3 on CPU
 _GROUP_SIZE = 16
-_SMALL_SEARCH_FLOPS = 2e9  # below this fp32 takes well under a second: no calibration, no re-rank
+_SMALL_SEARCH_FLOPS = 4e10  # below this (~0.3 s of fp32 on 2 cores) bf16 does not pay for its re-rank
 _BF16_MIN_SPEEDUP = 1.5  # bf16 must beat fp32 by this much to pay for the wider top-k and the re-rank
 
 
