@@ -2,15 +2,16 @@
 
     .venv/bin/python benchmarks/knn.py            # 70,000 x 512, k=50 (several minutes: sklearn is slow)
     .venv/bin/python benchmarks/knn.py --quick    # 5,000 x 512 smoke run
+    .venv/bin/python benchmarks/knn.py --methods auto,faiss --repeat 3
 
 Each method runs in a fresh child process so that its time and peak RSS are its own; with --repeat the
 methods take turns and each one's fastest run is kept. CPU seconds (user + system of that process) are
 printed beside wall time: where other work shares the cores, they are the steadier comparison, and "others"
 says how many cores other processes kept busy on average during the run (from /proc/stat). Peak RSS is
 the child's whole peak (python, torch, the embeddings); "before search" is that peak just before the
-search starts, so the difference is what the search itself added. Recall@k is measured
-against faiss's IndexFlatIP (or against compkit's fp32 search where faiss is not installed); the similarity
-error is the largest |returned similarity - float64 dot product of the returned pair|.
+search starts, so the difference is what the search itself added. Recall@k is measured against faiss's
+IndexFlatIP (or against compkit's fp32 search where faiss is not run); the similarity error is the largest
+|returned similarity - float64 dot product of the returned pair|.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def _search_sklearn(embeddings, k):
     return (1.0 - distances, indices), "sklearn NearestNeighbors(brute, cosine)"
 
 
-METHODS = {
-    "compkit auto": _search_compkit_auto,
-    "compkit torch fp32": _search_compkit_fp32,
-    "faiss IndexFlatIP": _search_faiss,
-    "sklearn brute": _search_sklearn,
+METHODS = {  # --methods key: (printed name, search)
+    "auto": ("compkit auto", _search_compkit_auto),
+    "fp32": ("compkit torch fp32", _search_compkit_fp32),
+    "faiss": ("faiss IndexFlatIP", _search_faiss),
+    "sklearn": ("sklearn brute", _search_sklearn),
 }
 
 
@@ -86,7 +87,7 @@ def _run_in_child(method: str, data_path: str, k: int) -> dict:
     embeddings = np.load(data_path)
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     machine_started, cpu_started, started = _machine_busy_seconds(), _cpu_seconds(), time.perf_counter()
-    (similarities, indices), description = METHODS[method](embeddings, k)
+    (similarities, indices), description = METHODS[method][1](embeddings, k)
     seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
     others = (_machine_busy_seconds() - machine_started - cpu_seconds) / seconds if machine_started else None
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -133,14 +134,18 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="smoke run on 5,000 embeddings")
     parser.add_argument("--repeat", type=int, default=1, help="runs per method; the fastest is reported")
-    parser.add_argument("--skip-sklearn", action="store_true", help="leave out scikit-learn (the slowest)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (sklearn is the slowest by far)")
     args = parser.parse_args()
     n_rows = 5_000 if args.quick else args.n
 
-    methods = [name for name in METHODS if not (name == "sklearn brute" and args.skip_sklearn)]
-    if importlib.util.find_spec("faiss") is None:
-        methods.remove("faiss IndexFlatIP")
-    reference_method = "faiss IndexFlatIP" if "faiss IndexFlatIP" in methods else "compkit torch fp32"
+    methods = [key.strip() for key in args.methods.split(",")]
+    if unknown := set(methods) - set(METHODS):
+        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}: choose from {', '.join(METHODS)}")
+    if "faiss" in methods and importlib.util.find_spec("faiss") is None:
+        print("faiss is not installed (pip install faiss-cpu): recall is measured against compkit fp32")
+        methods.remove("faiss")
+    reference_method = next((key for key in ("faiss", "fp32") if key in methods), methods[0])
 
     embeddings = clustered_embeddings(n_rows, args.dim)
     print(f"exact cosine top-{args.k} of {n_rows:,} x {args.dim} float32 embeddings against themselves")
@@ -155,17 +160,17 @@ def main() -> None:
                     run = pool.submit(_run_in_child, method, data_path, args.k).result()
                 if method not in results or run["seconds"] < results[method]["seconds"]:
                     results[method] = run
-                print(f"  {method}: {run['seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU, "
+                print(f"  {METHODS[method][0]}: {run['seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU, "
                       f"other processes {_format_cores(run['other_cores'])}", flush=True)
 
     truth = results[reference_method]
-    versus = "vs " + reference_method.split()[0]
+    versus = "vs " + reference_method
     print(f"{'method':<20} {'wall (s)':>9} {versus:>10} {'CPU (s)':>9} {versus:>10} {'others':>10} "
           f"{'recall@' + str(args.k):>10} {'max sim err':>12} {'peak RSS (MB)':>14} {'before search':>14}  backend")
     for method, run in results.items():
         recall = recall_at_k(run["indices"], truth["indices"])
         error = similarity_error(embeddings, run["similarities"], run["indices"])
-        print(f"{method:<20} {run['seconds']:>9.2f} {run['seconds'] / truth['seconds']:>9.2f}x "
+        print(f"{METHODS[method][0]:<20} {run['seconds']:>9.2f} {run['seconds'] / truth['seconds']:>9.2f}x "
               f"{run['cpu_seconds']:>9.2f} {run['cpu_seconds'] / truth['cpu_seconds']:>9.2f}x "
               f"{_format_cores(run['other_cores']):>10} {recall:>10.5f} "
               f"{error:>12.1e} {run['peak_rss_mb']:>14.0f} {run['rss_before_mb']:>14.0f}  {run['description']}")
