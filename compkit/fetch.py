@@ -142,7 +142,9 @@ class SyntheticSource:
         self.description = f"the synthetic {config.task} generator (seed {config.synthetic.seed})"
 
     def origin(self) -> dict[str, Any]:
-        return {"generator": self.task, **dataclasses.asdict(self.settings)}
+        from compkit.sources.synthetic import GENERATOR_VERSION
+
+        return {"generator": self.task, "version": GENERATOR_VERSION, **dataclasses.asdict(self.settings)}
 
     def fill(self, staging: Path, scratch: Path, progress: Progress) -> None:
         if self.task == "match":

@@ -8,4 +8,7 @@ byte-identical files.
 from compkit.sources.synthetic_identify import generate_identify
 from compkit.sources.synthetic_match import generate_match
 
-__all__ = ["generate_identify", "generate_match"]
+# Bump when a generator's output changes, so that `compkit fetch` regenerates data made by an older version.
+GENERATOR_VERSION = 2
+
+__all__ = ["GENERATOR_VERSION", "generate_identify", "generate_match"]

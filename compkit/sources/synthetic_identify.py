@@ -56,7 +56,6 @@ class _Encounter:
     horizon: float  # as a fraction of the frame's height
     wave_length: float
     chop: float
-    zoom: float  # where the frame's size range the animal sits, 0 (far) to 1 (close)
     mirrored: bool  # which side of the animal faced the boat
 
 
@@ -69,7 +68,6 @@ def _new_encounter(rng: np.random.Generator) -> _Encounter:
         horizon=rng.uniform(-0.3, 0.45),
         wave_length=rng.uniform(0.02, 0.05),
         chop=rng.uniform(0.15, 0.4),
-        zoom=rng.uniform(0, 1),
         mirrored=bool(rng.random() < 0.5),
     )
 
@@ -103,7 +101,7 @@ def _render_photo(
     """Return one photo of the individual at an encounter: sea and sky, pose, waterline, spray, light and camera."""
     side = SUPERSAMPLING * image_size
     horizon = side * (encounter.horizon + rng.normal(0, 0.06))
-    zoom = np.clip(encounter.zoom + rng.normal(0, 0.15), 0, 1)
+    zoom = np.clip(1 + rng.normal(0, 0.15), 0, 1)  # close-ups, as photo-ID pictures are: 0 = far, 1 = close
     if species.view == "fin":
         height = side * np.interp(zoom, (0, 1), (0.25, 0.6))
         width_scale = rng.uniform(0.75, 1.1)
@@ -147,7 +145,7 @@ def _render_photo(
             strict=True,
         ):
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(238, 240, 242))
-    return photo_finish(photo, rng, out_size=image_size, min_crop_area=0.5, jitter=0.8)
+    return photo_finish(photo, rng, out_size=image_size, min_crop_area=0.85, jitter=0.3)
 
 
 def _write_images(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from compkit.sources.synthetic_images import (
     SUPERSAMPLING,
@@ -104,123 +104,30 @@ def make_title(rng: np.random.Generator, product: Product) -> str:
 
 
 def _background(rng: np.random.Generator, side: int) -> np.ndarray:
-    kind = rng.choice(("studio", "solid", "gradient", "wood", "fabric", "room"), p=(0.3, 0.15, 0.15, 0.12, 0.08, 0.2))
-    if kind == "studio":
+    """Return a seller's packshot backdrop: a white studio sweep or a plain pastel sheet, lit unevenly."""
+    if rng.random() < 0.6:
         white = rng.uniform(225, 255)
         pixels = gradient(side, side, (white,) * 3, (white * rng.uniform(0.8, 0.95),) * 3)
-    elif kind == "solid":
+    else:
         pastel = hsv(rng.uniform(0, 360), rng.uniform(0.1, 0.4), rng.uniform(0.75, 0.98))
         pixels = np.full((side, side, 3), pastel, np.float32)
-    elif kind == "gradient":
-        pixels = gradient(
-            side,
-            side,
-            hsv(rng.uniform(0, 360), rng.uniform(0, 0.6), rng.uniform(0.5, 1)),
-            hsv(rng.uniform(0, 360), rng.uniform(0, 0.6), rng.uniform(0.3, 1)),
-        )
-    elif kind == "wood":
-        columns = np.arange(side, dtype=np.float32)[None, :] / side
-        wobble = smooth_noise(rng, side, side, cells=4)[..., 0]
-        grain = 0.5 + 0.5 * np.sin(2 * np.pi * (columns * rng.uniform(8, 20) + 2.5 * wobble))
-        seams = (columns * rng.integers(2, 5)) % 1 < 0.015
-        shade = 0.8 + 0.2 * grain - 0.35 * seams
-        pixels = shade[..., None] * np.asarray(
-            hsv(rng.uniform(18, 36), rng.uniform(0.35, 0.6), rng.uniform(0.4, 0.8)), np.float32
-        )
-    elif kind == "fabric":
-        rows, columns = np.mgrid[0:side, 0:side] / side * rng.uniform(4, 12)
-        check = ((rows % 1 < 0.5) ^ (columns % 1 < 0.5))[..., None]
-        pixels = np.where(check, hsv(rng.uniform(0, 360), 0.3, 0.85), hsv(rng.uniform(0, 360), 0.3, 0.65))
-    else:
-        low, high = np.asarray(_room_colour(rng)), np.asarray(_room_colour(rng))
-        pixels = low + smooth_noise(rng, side, side, cells=int(rng.integers(3, 7)), channels=3) * (high - low)
     lighting = 0.85 + 0.3 * smooth_noise(rng, side, side, cells=3)
-    return pixels.astype(np.float32) * lighting
+    return pixels * lighting
 
 
-def _room_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return hsv(rng.uniform(0, 360), rng.uniform(0, 0.5), rng.uniform(0.2, 0.95))
-
-
-def _draw_clutter(rng: np.random.Generator, canvas: Image.Image, count: int) -> None:
-    draw, side = ImageDraw.Draw(canvas), canvas.width
-    for _ in range(count):
-        x, y = rng.uniform(-0.1, 1.0, size=2) * side
-        w, h = rng.uniform(0.1, 0.45, size=2) * side
-        colour = _room_colour(rng)
-        if rng.random() < 0.5:
-            draw.ellipse((x, y, x + w, y + h), fill=colour)
-        else:
-            draw.rounded_rectangle((x, y, x + w, y + h), radius=0.1 * min(w, h), fill=colour)
-
-
-def _place_products(rng: np.random.Generator, canvas: Image.Image, sprite: Image.Image) -> None:
+def _place_product(rng: np.random.Generator, canvas: Image.Image, sprite: Image.Image) -> None:
+    """Paste the product upright near the centre, filling about three quarters of the frame's height."""
     side = canvas.width
-    count = int(rng.choice((1, 2, 3), p=(0.82, 0.12, 0.06)))
-    angle = rng.normal(0, 6) + (90 * rng.choice((-1, 1)) if rng.random() < 0.06 else 0)
-    placed = transform_sprite(
-        sprite,
-        height=round(side * rng.uniform(0.5, 0.88) / (1 + 0.3 * (count - 1))),
-        width_scale=rng.uniform(0.88, 1.12),
-        angle=angle,
-    )
-    step = 0.75 * placed.width
-    left = side / 2 - (placed.width + step * (count - 1)) / 2 + rng.normal(0, 0.06 * side)
-    top = side / 2 - placed.height / 2 + rng.normal(0, 0.06 * side)
-    shadow_strength = rng.uniform(0.25, 0.5)
-    shadow_alpha = placed.getchannel("A").point((np.arange(256) * shadow_strength).astype(int).tolist())
-    offset = rng.uniform(0.0, 0.04, size=2) * side
-    for k in range(count):
-        x, y = round(left + k * step), round(top)
-        canvas.paste((20, 20, 20), (round(x + offset[0]), round(y + offset[1])), shadow_alpha)
-        canvas.paste(placed, (x, y), placed)
+    placed = transform_sprite(sprite, height=round(side * rng.uniform(0.7, 0.8)), angle=rng.normal(0, 2))
+    left = side / 2 - placed.width / 2 + rng.normal(0, 0.02 * side)
+    top = side / 2 - placed.height / 2 + rng.normal(0, 0.02 * side)
+    canvas.paste(placed, (round(left), round(top)), placed)
 
 
-def _seller_templates(rng: np.random.Generator, count: int = 16) -> list[dict]:
-    """Return shop-branding overlays (frames, banners, badges) that many unrelated postings share."""
-    return [
-        {
-            "frame": (_room_colour(rng), rng.uniform(0.02, 0.06)) if rng.random() < 0.5 else None,
-            "banner": (_room_colour(rng), rng.choice(("top", "bottom")), rng.uniform(0.1, 0.2))
-            if rng.random() < 0.6
-            else None,
-            "badge": (hsv(rng.uniform(0, 360), 0.8, 0.9), int(rng.integers(4))) if rng.random() < 0.5 else None,
-        }
-        for _ in range(count)
-    ]
-
-
-def _draw_overlay(photo: Image.Image, template: dict) -> None:
-    draw, side = ImageDraw.Draw(photo), photo.width
-    if template["banner"]:
-        colour, where, fraction = template["banner"]
-        top = 0 if where == "top" else side * (1 - fraction)
-        draw.rectangle((0, top, side, top + side * fraction), fill=colour)
-        draw.rectangle(
-            (side * 0.15, top + side * fraction * 0.35, side * 0.85, top + side * fraction * 0.65), fill=(250, 250, 250)
-        )
-    if template["frame"]:
-        colour, fraction = template["frame"]
-        draw.rectangle((0, 0, side - 1, side - 1), outline=colour, width=max(1, round(side * fraction)))
-    if template["badge"]:
-        colour, corner = template["badge"]
-        radius = side * 0.12
-        x = side * 0.16 if corner % 2 == 0 else side * 0.84
-        y = side * 0.16 if corner < 2 else side * 0.84
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
-        draw.rectangle((x - radius * 0.6, y - radius * 0.2, x + radius * 0.6, y + radius * 0.2), fill=(255, 255, 255))
-
-
-def _render_posting(
-    rng: np.random.Generator, sprite: Image.Image, templates: list[dict], image_size: int
-) -> Image.Image:
+def _render_posting(rng: np.random.Generator, sprite: Image.Image, image_size: int) -> Image.Image:
     canvas = to_image(_background(rng, SUPERSAMPLING * image_size))
-    _draw_clutter(rng, canvas, int(rng.integers(1, 4)) if rng.random() < 0.35 else 0)
-    _place_products(rng, canvas, sprite)
-    photo = photo_finish(canvas, rng, out_size=image_size, min_crop_area=0.55)
-    if rng.random() < 0.3:
-        _draw_overlay(photo, templates[int(rng.integers(len(templates)))])
-    return photo
+    _place_product(rng, canvas, sprite)
+    return photo_finish(canvas, rng, out_size=image_size, min_crop_area=0.85, jitter=0.3)
 
 
 def _render_split(
@@ -230,7 +137,6 @@ def _render_split(
     folder: Path,
     *,
     image_size: int,
-    templates: list[dict],
     image_names: set[str],
     same_image_rate: float = 0.12,
     reupload_rate: float = 0.06,
@@ -250,7 +156,7 @@ def _render_split(
                 if photos and roll < same_image_rate + reupload_rate:
                     photo = photos[int(rng.integers(len(photos)))][2]
                 else:
-                    photo = _render_posting(rng, sprite, templates, image_size)
+                    photo = _render_posting(rng, sprite, image_size)
                 name = unique_hex_ids(rng, 1, n_chars=32, taken=image_names)[0] + ".jpg"
                 phash = write_jpeg(folder, name, encode_jpeg(photo, quality=int(rng.integers(60, 96))))
                 photos.append((name, phash, photo))
@@ -267,7 +173,7 @@ def generate_match(out_dir: Path, *, seed: int, n_train_groups: int, n_test_grou
     rng = np.random.default_rng(seed)
     products = sample_products(rng, n_train_groups + n_test_groups)
     label_groups = unique_integers(rng, len(products), low=10**6, high=2**32)
-    templates, image_names = _seller_templates(rng), set()
+    image_names: set[str] = set()
     frames = {}
     for split, chosen in (("train", slice(0, n_train_groups)), ("test", slice(n_train_groups, None))):
         rows = _render_split(
@@ -276,7 +182,6 @@ def generate_match(out_dir: Path, *, seed: int, n_train_groups: int, n_test_grou
             label_groups[chosen],
             out_dir / f"{split}_images",
             image_size=image_size,
-            templates=templates,
             image_names=image_names,
         )
         posting_numbers = unique_integers(rng, len(rows), low=10**8, high=2**32)
