@@ -29,7 +29,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/knn.py
 	$(BIN)/python benchmarks/metrics.py
+	$(BIN)/python benchmarks/ensemble.py
 	cd benchmarks && ../$(BIN)/python tuning_trial.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/demo_quality.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

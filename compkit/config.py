@@ -162,7 +162,41 @@ class PhashModel:
     kind: Literal["phash"]
 
 
-ModelConfig = ImageModel | TextModel | TfidfModel | PhashModel
+@dataclass(frozen=True)
+class UnionModel:
+    """match: the union of the members' match lists, one threshold per member, tuned jointly (min2 on top)."""
+
+    name: str
+    kind: Literal["union"]
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConcatModel:
+    """The members' normalised embeddings concatenated with weights: a weighted mean of their cosine
+    similarities, post-processed like one model. No `weights`: tuned on OOF with the thresholds."""
+
+    name: str
+    kind: Literal["concat"]
+    members: tuple[str, ...]
+    weights: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoreModel:
+    """identify: each member's per-individual scores (best similarity among its top_n neighbours) averaged
+    with weights, then new_individual and the top 5. No `weights`: tuned on OOF with the threshold."""
+
+    name: str
+    kind: Literal["score"]
+    members: tuple[str, ...]
+    weights: tuple[float, ...] = ()
+
+
+ModelConfig = ImageModel | TextModel | TfidfModel | PhashModel | UnionModel | ConcatModel | ScoreModel
+DerivedModel = UnionModel | ConcatModel | ScoreModel
+DERIVED_KINDS = ("union", "concat", "score")
+DERIVED_TASKS = {"union": ("match",), "concat": ("match", "identify"), "score": ("identify",)}
 
 
 @dataclass(frozen=True)
@@ -179,10 +213,16 @@ class PostprocessSpace:
     blend_threshold: float = 0.6
     new_individual: Literal["threshold", "fraction"] = "threshold"
     new_individual_fraction: tuple[float, float] = (0.0, 0.8)
+    new_individual_per_species: bool = False
+    species_min_queries: int = 200
 
     def check(self) -> str | None:
         if not 0 <= self.blend_stages <= 3:
             return f"blend_stages must be between 0 and 3, got {self.blend_stages}"
+        if self.new_individual_per_species and self.new_individual != "threshold":
+            return "new_individual_per_species needs new_individual = 'threshold'"
+        if self.species_min_queries < 1:
+            return f"species_min_queries must be >= 1, got {self.species_min_queries}"
         for name in ("threshold", "min2_threshold", "new_individual_fraction"):
             low, high = getattr(self, name)
             if not low <= high:
@@ -243,7 +283,9 @@ class CompetitionConfig:
             return "source = 'kaggle' needs kaggle = '<competition slug on Kaggle>'"
         if self.task == "identify" and self.data.test is None and not self.data.sample_submission:
             return "data: identify needs data.test or data.sample_submission to list the test images"
-        return None
+        if self.postprocess.new_individual_per_species and (self.task != "identify" or not self.columns.species):
+            return "postprocess.new_individual_per_species needs task = 'identify' and columns.species"
+        return _check_derived_models(self)
 
     @property
     def fold_strategy(self) -> FoldStrategy:
@@ -252,6 +294,11 @@ class CompetitionConfig:
             return self.folds.strategy
         return "group" if self.task == "match" else "stratified"
 
+    @property
+    def embedding_models(self) -> tuple[ModelConfig, ...]:
+        """Return the models that are fitted and embedded: all but the union/concat/score combinations."""
+        return tuple(model for model in self.models if model.kind not in DERIVED_KINDS)
+
     def model(self, name: str) -> ModelConfig:
         """Return the model called `name`, or raise ConfigError listing the declared ones."""
         for model in self.models:
@@ -259,6 +306,28 @@ class CompetitionConfig:
                 return model
         declared = ", ".join(m.name for m in self.models) or "none"
         raise ConfigError(f"unknown model {name!r} for {self.slug} (declared: {declared})")
+
+
+def _check_derived_models(config: CompetitionConfig) -> str | None:
+    """Return why a union/concat/score model cannot combine its members, or None."""
+    embedding_models = {m.name for m in config.models if m.kind not in DERIVED_KINDS}
+    for model in config.models:
+        if model.kind not in DERIVED_KINDS:
+            continue
+        where = f"models: model {model.name!r} of kind {model.kind!r}"
+        if config.task not in DERIVED_TASKS[model.kind]:
+            return f"{where} applies to {' and '.join(DERIVED_TASKS[model.kind])} competitions, not {config.task}"
+        if len(set(model.members)) != len(model.members) or len(model.members) < 2:
+            return f"{where} needs at least two distinct members, got {list(model.members)}"
+        unknown = [name for name in model.members if name not in embedding_models]
+        if unknown:
+            return (f"{where}: member {unknown[0]!r} is not an embedding model of this config "
+                    f"(choose from: {', '.join(sorted(embedding_models)) or 'none'})")
+        weights = getattr(model, "weights", ())
+        if weights and (len(weights) != len(model.members) or min(weights) < 0 or not any(weights)):
+            return (f"{where}: weights must be one non-negative number per member, not all zero "
+                    f"(got {list(weights)} for {len(model.members)} members)")
+    return None
 
 
 def search_dirs() -> list[Path]:
@@ -318,6 +387,8 @@ def _check_columns(config: CompetitionConfig, source: Path | str) -> None:
     if config.task == "match" and config.submission.max_predictions > config.postprocess.max_matches:
         raise ConfigError(f"{source}: submission.max_predictions exceeds postprocess.max_matches")
     for model in config.models:
+        if model.kind in DERIVED_KINDS:
+            continue
         needed = {"image": "image", "text": "text", "tfidf": "text", "phash": "phash"}[model.kind]
         if getattr(config.columns, needed) is None:
             raise ConfigError(

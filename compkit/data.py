@@ -36,7 +36,7 @@ def required_columns(config: CompetitionConfig, *, with_label: bool) -> list[str
             wanted.append(columns.species)
     by_kind = {"image": columns.image, "text": columns.text, "tfidf": columns.text, "phash": columns.phash}
     for model in config.models:
-        column = by_kind[model.kind]
+        column = by_kind.get(model.kind)  # union/concat/score models read their members' embeddings only
         if column and column not in wanted:
             wanted.append(column)
     return wanted

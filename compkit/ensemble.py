@@ -1,7 +1,7 @@
 """Ensembling submission-format CSVs: weighted votes for match lists, reciprocal-rank votes for identify.
 
-Every input is validated (same id set, well-formed rows) before anything is combined; the combination is a
-sparse-matrix sum over all rows at once, never a Python loop over postings.
+Every input is validated (same id set, well-formed rows) before anything is combined; the votes are gathered
+and counted over all rows at once (`compkit.ensemble_votes`), never in a Python loop over postings.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from compkit.config import CompetitionConfig
+from compkit.ensemble_votes import MatchVotes, RankVotes
 from compkit.errors import ConfigError
-from compkit.metrics import PAD_ID
 from compkit.submission import (
     IdentifySubmission,
     MatchSubmission,
@@ -62,25 +61,7 @@ def vote_matches(
 
     A posting always matches itself. `vote_threshold` is a fraction of the total weight (0 < t <= 1).
     """
-    n_rows = len(submissions[0].ids)
-    votes = sp.csr_matrix((n_rows, n_rows), dtype=np.float64)
-    for submission, weight in zip(submissions, weights, strict=True):
-        unique = _binary_matrix(submission.indptr, submission.indices, n_rows)
-        votes = votes + weight * unique
-    votes = votes.tocsr()
-    votes.data = (votes.data >= vote_threshold * weights.sum() - 1e-12).astype(np.float64)
-    kept = (votes + sp.identity(n_rows, format="csr")).tocsr()
-    kept.data = np.ones_like(kept.data)
-    kept.eliminate_zeros()
-    kept.sort_indices()
-    return kept.indptr.astype(np.int64), kept.indices.astype(np.int64)
-
-
-def _binary_matrix(indptr: np.ndarray, indices: np.ndarray, n_rows: int) -> sp.csr_matrix:
-    matrix = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n_rows, n_rows))
-    matrix.sum_duplicates()
-    matrix.data = np.ones_like(matrix.data)
-    return matrix
+    return MatchVotes.from_submissions(submissions).match_lists(weights, vote_threshold)
 
 
 def rank_votes(submissions: Sequence[IdentifySubmission], weights: np.ndarray, *, top: int = 5) -> np.ndarray:
@@ -89,24 +70,7 @@ def rank_votes(submissions: Sequence[IdentifySubmission], weights: np.ndarray, *
     `new_individual` is a candidate like any id; ties are broken deterministically (by first appearance in
     the stacked inputs).
     """
-    stacked = np.concatenate([s.predictions for s in submissions], axis=1)
-    n_rows, width = stacked.shape
-    ranks = np.tile(np.arange(submissions[0].predictions.shape[1]), len(submissions))
-    model_weight = np.repeat(weights, submissions[0].predictions.shape[1])
-    present = stacked != PAD_ID
-    rows = np.repeat(np.arange(n_rows), width).reshape(n_rows, width)[present]
-    codes, names = pd.factorize(stacked[present])
-    earned = (model_weight / (ranks + 1.0))[None, :].repeat(n_rows, axis=0)[present]
-    scores = sp.coo_matrix((earned, (rows, codes)), shape=(n_rows, len(names))).tocsr()
-    scores.sum_duplicates()
-    row_of = np.repeat(np.arange(n_rows), np.diff(scores.indptr))
-    order = np.lexsort((scores.indices, -scores.data, row_of))
-    sorted_rows = row_of[order]
-    rank_in_row = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows, side="left")
-    keep = rank_in_row < top
-    predictions = np.full((n_rows, top), PAD_ID, dtype=object)
-    predictions[sorted_rows[keep], rank_in_row[keep]] = np.asarray(names, dtype=object)[scores.indices[order][keep]]
-    return predictions
+    return RankVotes.from_submissions(submissions).top(weights, top)
 
 
 def ensemble(

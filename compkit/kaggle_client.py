@@ -61,8 +61,20 @@ class KaggleConnection:
     log: Callable[[str], None]
 
     def call(self, action: Callable[[], T], *, slug: str) -> T:
-        """Return `action()`, retried on 429/5xx/connection errors; raise KaggleError otherwise."""
-        return call_with_retries(action, slug=slug, credentials=self.credentials, retry=self.retry, log=self.log)
+        """Return `action()`, retried on 429/5xx/connection errors; raise KaggleError otherwise.
+
+        What the client prints (upload errors, warnings) goes to `log`, never to stdout.
+        """
+
+        def quietly() -> T:
+            with _quiet(self.log):
+                return action()
+
+        return call_with_retries(quietly, slug=slug, credentials=self.credentials, retry=self.retry, log=self.log)
+
+
+class TransientKaggleFailure(Exception):
+    """A failure without an HTTP error that is worth retrying (e.g. the client reports a failed upload)."""
 
 
 def connect(
@@ -143,7 +155,11 @@ def call_with_retries(
             raise
         except Exception as error:
             status = _status(error)
-            transient = status == 429 or (status or 0) >= 500 or (status is None and _is_connection_error(error))
+            transient = (
+                status == 429
+                or (status or 0) >= 500
+                or (status is None and (_is_connection_error(error) or isinstance(error, TransientKaggleFailure)))
+            )
             if not transient or attempt == retry.attempts:
                 raise kaggle_error(error, slug=slug, credentials=credentials, attempts=attempt) from error
             response = getattr(error, "response", None)
@@ -172,6 +188,11 @@ def kaggle_error(error: Exception, *, slug: str, credentials: str, attempts: int
         return KaggleError(
             f"unknown Kaggle competition {slug!r} (HTTP 404): check the competition name (`kaggle` in competition.toml)"
         )
+    if status == 400 and _is_daily_limit(error):
+        return KaggleError(
+            f"Kaggle's daily submission limit for {slug!r} is reached (HTTP 400: {_first_line(error)}): "
+            "nothing was submitted; submit again after 00:00 UTC"
+        )
     if status == 429:
         return KaggleError(f"Kaggle kept rate-limiting requests (HTTP 429){after}: wait a while and run again")
     if status is not None and status >= 500:
@@ -181,7 +202,14 @@ def kaggle_error(error: Exception, *, slug: str, credentials: str, attempts: int
     if _is_connection_error(error):
         reason = _connection_reason(error)
         return KaggleError(f"cannot reach Kaggle{reason}{after}; check the network and proxy settings")
+    if isinstance(error, TransientKaggleFailure):
+        return KaggleError(f"{error}{after}")
     return KaggleError(f"the Kaggle client failed for {slug!r}: {type(error).__name__}: {_first_line(error)}")
+
+
+def http_status(error: BaseException | None) -> int | None:
+    """Return the HTTP status of an exception raised by the official client, None if it carries none."""
+    return _status(error) if isinstance(error, Exception) else None
 
 
 def _status(error: Exception) -> int | None:
@@ -195,6 +223,12 @@ def _status(error: Exception) -> int | None:
     with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
         return int(response.json()["code"])  # an error the client found in a 2xx JSON body
     return response.status_code
+
+
+def _is_daily_limit(error: Exception) -> bool:
+    """Return True for Kaggle's refusal of a submission over the daily allowance (an HTTP 400)."""
+    text = str(error).lower()
+    return "daily" in text and ("allowance" in text or "limit" in text)
 
 
 def _is_connection_error(error: Exception) -> bool:

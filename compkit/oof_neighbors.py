@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from compkit.config import CompetitionConfig, ModelConfig
+from compkit.config import DERIVED_KINDS, CompetitionConfig, ModelConfig
 from compkit.embeddings import fold_dir_inputs, load_fold_embeddings, load_gallery
 from compkit.errors import ConfigError
 from compkit.workspace import Workspace, atomic_path, fingerprint, is_fresh, stage_inputs, write_manifest
@@ -49,6 +49,10 @@ NEW_INDIVIDUAL = -2
 
 def neighbors_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:
     """Return what a model's OOF neighbour lists are made from: every fold's embeddings and the search depth."""
+    if model.kind in DERIVED_KINDS:
+        from compkit.derived_neighbors import derived_inputs
+
+        return derived_inputs(config, model, workspace, candidates)
     return {
         "embeddings": [fingerprint(stage_inputs(fold_dir_inputs(config, model, f, workspace)))
                        for f in range(config.folds.n_splits)],
@@ -111,7 +115,7 @@ def _match(config, model, workspace, train, labels, rows_of_fold, folds_data, ca
     indices = np.full((n_rows, depth), -1, dtype=np.int64)
     space = config.postprocess
     if candidates == "all":
-        matrix = _all_rows_matrix(config, model, train, rows_of_fold, folds_data)
+        matrix = all_rows_matrix(config, model, train, rows_of_fold, folds_data)
         found_similarities, found = search_blended(matrix, depth, stages=space.blend_stages,
                                                    threshold=space.blend_threshold)
         similarities[:, : found.shape[1]], indices[:, : found.shape[1]] = found_similarities, found
@@ -136,15 +140,13 @@ def _identify(config, model, workspace, train, labels, rows_of_fold, folds_data)
     similarities = np.full((n_rows, depth), -np.inf, dtype=np.float32)
     indices = np.full((n_rows, depth), -1, dtype=np.int64)
     fold_of_row = np.full(n_rows, -1, dtype=np.int64)
-    truth = np.full(n_rows, NEW_INDIVIDUAL, dtype=np.int64)
     for fold, (rows, (_, oof, _)) in enumerate(zip(rows_of_fold, folds_data, strict=True)):
         fold_of_row[rows] = fold
         gallery_rows = np.setdiff1d(np.arange(n_rows), rows)
         gallery = np.asarray(load_gallery(config, model, fold, workspace))[gallery_rows]
         found_similarities, found = knn.search(np.asarray(oof), gallery, depth)
         similarities[rows, : found.shape[1]], indices[rows, : found.shape[1]] = found_similarities, gallery_rows[found]
-        seen = np.isin(labels[rows], labels[gallery_rows])
-        truth[rows] = np.where(seen, labels[rows], NEW_INDIVIDUAL)
+    truth = identify_truth(labels, fold_of_row)
     covered = fold_of_row >= 0
     return OOFNeighbors(
         train[config.columns.id].to_numpy(dtype=str)[covered], labels, fold_of_row[covered],
@@ -152,7 +154,17 @@ def _identify(config, model, workspace, train, labels, rows_of_fold, folds_data)
     )
 
 
-def _all_rows_matrix(config, model, train, rows_of_fold, folds_data):
+def identify_truth(labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Return each row's OOF truth: its label, or NEW_INDIVIDUAL when no other fold holds that label.
+
+    A validation fold searches the gallery of every other row, so its row's individual is known there exactly
+    when the label occurs in some other fold (rows of fold -1, not validated, belong to every gallery).
+    """
+    folds_per_label = pd.Series(folds).groupby(np.asarray(labels)).transform("nunique").to_numpy()
+    return np.where(folds_per_label > 1, labels, NEW_INDIVIDUAL)
+
+
+def all_rows_matrix(config, model, train, rows_of_fold, folds_data):
     """Return one matrix of every training row: OOF embeddings, or TF-IDF refitted on all rows."""
     if model.kind == "tfidf":
         from compkit.models.tfidf import fit_transform
@@ -168,6 +180,11 @@ def _all_rows_matrix(config, model, train, rows_of_fold, folds_data):
 
 def search_blended(matrix, depth: int, *, stages: int, threshold: float):
     """Return the set's neighbours within itself, after `stages` rounds of neighbourhood blending."""
+    return blend_and_search(matrix, depth, stages=stages, threshold=threshold)[1:]
+
+
+def blend_and_search(matrix, depth: int, *, stages: int, threshold: float):
+    """Return (blended matrix, similarities, indices): the set's neighbours within itself after blending."""
     from compkit.postprocess import blend_embeddings
 
     depth = min(depth, matrix.shape[0])
@@ -175,7 +192,7 @@ def search_blended(matrix, depth: int, *, stages: int, threshold: float):
     for _ in range(stages):
         matrix = blend_embeddings(matrix, similarities, indices, threshold)
         similarities, indices = _searcher(matrix)(matrix, matrix, depth)
-    return similarities, indices
+    return matrix, similarities, indices
 
 
 def _searcher(matrix):

@@ -10,6 +10,10 @@ from compkit.config import CompetitionConfig
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.workspace import Workspace
 
+# Caruana's greedy selection: on both demos its OOF gain held on the test set at least as well as an Optuna
+# study's, with no trial budget to choose and the same weights on every run (see README, Ensembling).
+ENSEMBLE_SELECT = "greedy"
+
 
 @dataclass
 class PipelineReport:
@@ -33,6 +37,7 @@ def run_pipeline(
 ) -> PipelineReport:
     """Run fetch, folds, train, tune, predict and ensemble; score against the solution when there is one."""
     from compkit.ensemble import ensemble
+    from compkit.ensemble_tuning import fresh_or_tuned
     from compkit.fetch import fetch_competition
     from compkit.folds import build_folds, fold_settings, folds_inputs
     from compkit.predict import predict_model
@@ -64,11 +69,16 @@ def run_pipeline(
     record("tune + predict", f"{len(config.models)} models")
     if len(config.models) >= 2:
         test_ids = _test_ids(config, workspace)
-        paths = [workspace.submission_csv(m.name) for m in config.models]
-        result = ensemble(config, paths, expected_ids=test_ids)
+        names = [m.name for m in config.models]
+        tuned, reused = fresh_or_tuned(config, workspace, names, select=ENSEMBLE_SELECT, progress=progress)
+        report.oof_scores["ensemble"] = tuned.score
+        paths = [workspace.submission_csv(name) for name in names]
+        result = ensemble(config, paths, expected_ids=test_ids, **tuned.ensemble_options())
         report.ensemble = workspace.submission_csv("ensemble")
         write_csv(report.ensemble, result.frame)
-        record("ensemble", f"{result.method} of {len(paths)} models")
+        weights = ", ".join(f"{weight:.3g}" for weight in result.weights)
+        record("ensemble", f"{result.method} of {len(paths)} models, {tuned.select}-tuned weights ({weights}), "
+               f"OOF {tuned.score:.6f}" + (" (fresh, reused)" if reused else ""))
     if config.data.solution and (workspace.data_dir / config.data.solution).is_file():
         report.test_scores = _score_all(config, workspace, report)
     return report

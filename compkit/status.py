@@ -55,7 +55,8 @@ def stage_statuses(config: CompetitionConfig, workspace: Workspace) -> list[Stag
     for model in config.models:
         if model.kind in ("image", "text"):
             statuses.append(_folds_stage(f"train {model.name}", config, workspace, model, _train_inputs))
-        statuses.append(_folds_stage(f"embed {model.name}", config, workspace, model, _embedding_inputs))
+        if model in config.embedding_models:  # a union/concat/score model reuses its members' embeddings
+            statuses.append(_folds_stage(f"embed {model.name}", config, workspace, model, _embedding_inputs))
         statuses.append(_file_stage(f"tune {model.name}", workspace.tuned_params(model.name)))
         statuses.append(_file_stage(f"predict {model.name}", workspace.submission_csv(model.name)))
     statuses.append(_file_stage("ensemble", workspace.submission_csv("ensemble")))

@@ -5,19 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from compkit.config import CompetitionConfig, ModelConfig
+from compkit.config import DERIVED_KINDS, CompetitionConfig, ModelConfig
 from compkit.errors import ConfigError
 from compkit.metrics import label_sizes
+from compkit.new_individual import LabelSpecies, Top5Objective, training_label_species
 from compkit.oof_neighbors import NEW_INDIVIDUAL, OOFNeighbors, neighbors_inputs, oof_neighbors
-from compkit.postprocess import (
-    NO_LABEL,
-    average_precision_at_5,
-    insert_new_individual,
-    top_labels,
-)
+from compkit.postprocess import NO_LABEL, top_labels
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.workspace import Workspace, read_json, write_json, write_manifest
 
@@ -114,35 +111,82 @@ def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[d
     return PrefixMatchF1(neighbors, max_matches=max_matches)
 
 
-def new_individual_threshold(params: dict, scores: np.ndarray) -> float:
-    """Return the similarity below which new_individual ranks first: tuned, or set by a target fraction.
-
-    With `new_individual_fraction` the threshold is that quantile of the queries' best scores, so
-    new_individual is the top-1 prediction for that fraction of the queries it is applied to.
-    """
-    if "new_individual_fraction" in params:
-        return float(np.quantile(scores[:, 0], params["new_individual_fraction"]))
-    return params["threshold"]
+def neighbour_top5(
+    similarities: np.ndarray, indices: np.ndarray, label_codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return each query's top-5 individuals (label codes) by best similarity among its neighbours, and those."""
+    neighbour_labels = np.where(indices >= 0, label_codes[np.clip(indices, 0, None)], NO_LABEL)
+    return top_labels(similarities, neighbour_labels, 5)
 
 
-def identify_evaluator(neighbors: OOFNeighbors) -> Callable[[dict], float]:
+def identify_evaluator(neighbors: OOFNeighbors, species: LabelSpecies | None = None) -> Top5Objective:
     """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted."""
-    valid = neighbors.indices >= 0
-    neighbour_labels = np.where(valid, neighbors.labels[np.clip(neighbors.indices, 0, None)], NO_LABEL)
-    labels, scores = top_labels(neighbors.similarities, neighbour_labels, 5)
-
-    def evaluate(params: dict) -> float:
-        threshold = new_individual_threshold(params, scores)
-        predictions = insert_new_individual(labels, scores, threshold, NEW_INDIVIDUAL)
-        return float(average_precision_at_5(neighbors.query_truth, predictions).mean())
-
-    return evaluate
+    top5 = neighbour_top5(neighbors.similarities, neighbors.indices, neighbors.labels)
+    return Top5Objective(lambda params: top5, neighbors.query_truth, NEW_INDIVIDUAL, species)
 
 
-def evaluator(config: CompetitionConfig, neighbors: OOFNeighbors) -> Callable[[dict], float]:
+def evaluator(
+    config: CompetitionConfig, neighbors: OOFNeighbors, species: LabelSpecies | None = None
+) -> Callable[[dict], float]:
     if config.task == "match":
         return match_evaluator(neighbors, max_matches=config.postprocess.max_matches)
-    return identify_evaluator(neighbors)
+    return identify_evaluator(neighbors, species)
+
+
+@dataclass(frozen=True)
+class TuningProblem:
+    """What one model's study maximises: the OOF score of a parameter dict, and how a trial draws one.
+
+    `refine` completes the study's best parameters with those chosen exactly rather than by trials
+    (per-species new_individual thresholds); `plot_parameter` is the one the score plot sweeps.
+    """
+
+    evaluate: Callable[[dict], float]
+    suggest: Callable[[Any], dict]
+    default_params: dict
+    candidates: str
+    plot_parameter: str
+    plot_bounds: tuple[float, float]
+    refine: Callable[[dict], dict] | None = None
+    other_candidates_score: Callable[[dict], float] | None = None
+
+
+def tuning_problem(
+    config: CompetitionConfig, workspace: Workspace, model: ModelConfig, candidates: str
+) -> TuningProblem:
+    """Return the study's problem for `model`: its cached OOF neighbours and the config's search space."""
+    if model.kind in DERIVED_KINDS:
+        from compkit.derived import derived_problem
+
+        return derived_problem(config, workspace, model, candidates)
+    neighbors = oof_neighbors(config, model, workspace, candidates=candidates)
+    evaluate = evaluator(config, neighbors, training_label_species(config, workspace))
+    other = None
+    if config.task == "match":
+        def other(params: dict) -> float:
+            return _other_candidates_score(config, model, workspace, neighbors.candidates, params)
+    return TuningProblem(
+        evaluate, lambda trial: suggest_params(trial, config), {"threshold": config.postprocess.default_threshold},
+        neighbors.candidates, *plot_parameter(config), refine=species_refinement(config, evaluate),
+        other_candidates_score=other,
+    )
+
+
+def plot_parameter(config: CompetitionConfig) -> tuple[str, tuple[float, float]]:
+    """Return the parameter the score plot sweeps (new_individual_fraction or threshold) and its range."""
+    space = config.postprocess
+    if config.task == "identify" and space.new_individual == "fraction":
+        return "new_individual_fraction", space.new_individual_fraction
+    return "threshold", space.threshold
+
+
+def species_refinement(config: CompetitionConfig, evaluate) -> Callable[[dict], dict] | None:
+    """Return params -> params with per-species thresholds when the config asks for them, else None."""
+    space = config.postprocess
+    if not space.new_individual_per_species:
+        return None
+    return lambda params: evaluate.with_species_thresholds(params, bounds=space.threshold,
+                                                           min_queries=space.species_min_queries)
 
 
 def storage_url(workspace: Workspace, storage: str | None) -> str:
@@ -187,7 +231,10 @@ def default_study_name(config: CompetitionConfig, model: ModelConfig, candidates
     from compkit.schema import to_plain
     from compkit.workspace import fingerprint
 
-    return f"{config.slug}.{model.name}.{candidates}.{fingerprint(to_plain(config.postprocess))[:8]}"
+    space = to_plain(config.postprocess)
+    if model.kind in DERIVED_KINDS:  # its members and weights shape the search space too
+        space = {"postprocess": space, "model": to_plain(model)}
+    return f"{config.slug}.{model.name}.{candidates}.{fingerprint(space)[:8]}"
 
 
 def tune_model(
@@ -205,35 +252,36 @@ def tune_model(
     """Add `trials` trials to the model's study and write its best parameters to tuning/<model>.json."""
     if trials < 0:
         raise ConfigError(f"--trials must be >= 0, got {trials}")
-    neighbors = oof_neighbors(config, model, workspace, candidates=candidates)
-    evaluate = evaluator(config, neighbors)
-    name = study_name or default_study_name(config, model, neighbors.candidates)
+    problem = tuning_problem(config, workspace, model, candidates)
+    name = study_name or default_study_name(config, model, problem.candidates)
     study = open_study(storage_url(workspace, storage), name, seed=seed)
     task = progress.task(f"tuning {model.name}", total=trials)
 
     def objective(trial) -> float:
-        return evaluate(suggest_params(trial, config))
+        return problem.evaluate(problem.suggest(trial))
 
     study.optimize(objective, n_trials=trials, callbacks=[lambda study, trial: task.advance(1)])
     if not study.best_trials:
         raise ConfigError(f"study {name!r} has no finished trial yet: run with --trials >= 1")
-    params = dict(study.best_params)
-    other = _other_candidates_score(config, model, workspace, neighbors.candidates, params)
-    default_score = evaluate({"threshold": config.postprocess.default_threshold})  # no min2: the naive baseline
+    params, oof_score = dict(study.best_params), study.best_value
+    if problem.refine is not None:
+        params = problem.refine(params)
+        oof_score = problem.evaluate(params)
+    other = problem.other_candidates_score(params) if problem.other_candidates_score else None
+    default_score = problem.evaluate(problem.default_params)  # no min2: the naive baseline
     path = workspace.tuned_params(model.name)
     plot = path.with_suffix(".png")
-    primary = next(iter(params))  # threshold, or new_individual_fraction
-    bounds = getattr(config.postprocess, primary)
-    write_score_plot(plot, lambda value: evaluate({**params, primary: value}), bounds, params[primary],
-                     parameter=primary, title=f"{config.slug} {model.name}")
+    primary = problem.plot_parameter
+    write_score_plot(plot, lambda value: problem.evaluate({**params, primary: value}), problem.plot_bounds,
+                     params[primary], parameter=primary, title=f"{config.slug} {model.name}")
     result = {
-        "model": model.name, "params": params, "oof_score": study.best_value, "default_score": default_score,
-        "candidates": neighbors.candidates, "other_candidates_score": other, "study": name,
+        "model": model.name, "params": params, "oof_score": oof_score, "default_score": default_score,
+        "candidates": problem.candidates, "other_candidates_score": other, "study": name,
         "n_trials": len(study.trials), "plot": plot.name,
     }
     write_json(path, result)
-    write_manifest(path, tuned_inputs(config, model, workspace, neighbors.candidates))
-    return TuneResult(model.name, params, study.best_value, default_score, other, len(study.trials), name, path, plot)
+    write_manifest(path, tuned_inputs(config, model, workspace, problem.candidates))
+    return TuneResult(model.name, params, oof_score, default_score, other, len(study.trials), name, path, plot)
 
 
 def tuned_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:
@@ -243,10 +291,8 @@ def tuned_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Works
             "postprocess": to_plain(config.postprocess)}
 
 
-def _other_candidates_score(config, model, workspace, candidates: str, params: dict) -> float | None:
-    """Return the tuned parameters' score with the other candidate set (both OOF scores are reported)."""
-    if config.task != "match":
-        return None
+def _other_candidates_score(config, model, workspace, candidates: str, params: dict) -> float:
+    """Return the tuned parameters' match score with the other candidate set (both OOF scores are reported)."""
     other = "fold" if candidates == "all" else "all"
     return evaluator(config, oof_neighbors(config, model, workspace, candidates=other))(params)
 

@@ -61,12 +61,21 @@ class Workspace:
         return self.tuning_dir / f"{model}.json"
 
     @property
+    def tuned_ensemble(self) -> Path:
+        return self.tuning_dir / "ensemble.json"
+
+    @property
     def study_storage(self) -> Path:
         return self.tuning_dir / "optuna.sqlite3"
 
     @property
     def ledger_path(self) -> Path:
         return self.root / "submissions" / "ledger.csv"
+
+    @property
+    def kernel_dir(self) -> Path:
+        """The offline kernel of a code competition and the two datasets it reads (`compkit submit --kernel`)."""
+        return self.root / "kernel"
 
 
 def temp_sibling(path: Path) -> Path:

@@ -113,3 +113,45 @@ def kaggle_credentials(kaggle_server: KaggleTestServer, kaggle_home: Path) -> Pa
     path.write_text(json.dumps({"username": kaggle_server.username, "key": kaggle_server.key}))
     path.chmod(0o600)
     return path
+
+
+TUNED_SLUG = "tiny-demo-match"
+
+
+@pytest.fixture(scope="session")
+def tuned_matcher_competition(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny demo-match with its matchers only (no training), run once through tune, predict and ensemble.
+
+    Returns (competition folder, workspace base). Its config names a Kaggle competition, TUNED_SLUG. Tests
+    copy the base (shutil.copytree) before they change anything in it.
+    """
+    import re
+
+    from compkit.config import load_config
+    from compkit.pipeline import run_pipeline
+    from compkit.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("tuned-matchers")
+    text = (Path(__file__).resolve().parents[1] / "competitions" / "demo-match" / "competition.toml").read_text()
+    for pattern, value in ((r"n_train_groups = \d+", "n_train_groups = 24"), (r"n_test_groups = \d+",
+                           "n_test_groups = 8"), (r"image_size = \d+", "image_size = 32"),
+                           (r"n_splits = \d+", "n_splits = 3")):
+        text = re.sub(pattern, value, text)
+    text = re.sub(r'\[\[models\]\]\nname = "[^"]+"\nkind = "(?!tfidf|phash)\w+".*?(?=\n\[|\Z)', "", text, flags=re.S)
+    text = text.replace('slug = "demo-match"', f'slug = "{TUNED_SLUG}"\nkaggle = "{TUNED_SLUG}"')
+    folder = root / "competitions" / TUNED_SLUG
+    folder.mkdir(parents=True)
+    (folder / "competition.toml").write_text(text)
+    config = load_config(str(folder))
+    run_pipeline(config, Workspace.for_competition(config.slug, root / "work"), trials=5)
+    return folder, root / "work"
+
+
+@pytest.fixture
+def tuned_workspace(tuned_matcher_competition: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the session's tuned tiny demo-match workspace: (competition folder, workspace base)."""
+    import shutil
+
+    folder, base = tuned_matcher_competition
+    shutil.copytree(base, tmp_path / "work")
+    return folder, tmp_path / "work"

@@ -5,8 +5,11 @@ The client sends every call as `POST /api/v1/<service>/<Method>` with a camelCas
 server then receives absolute-form request lines, which it accepts like a proxy would.
 
 Each RPC method is one entry of `server.routes` (method name -> handler(server, request) -> Reply); add
-entries for new calls (StartSubmissionUpload, CreateSubmission, ListSubmissions, ...). Plain GETs (the
-signed storage URLs that downloads redirect to) go through `server.storage_routes` (path prefix -> handler).
+entries for new calls. Plain GETs (the signed storage URLs that downloads redirect to) and the PUT of a
+submission's file go through `server.storage_routes` (path prefix -> handler). A submission is uploaded
+(StartSubmissionUpload, PUT, CreateSubmission), stays PENDING for `polls_until_scored` ListSubmissions
+calls, then is scored by its competition's `scorer`; CreateSubmission beyond `daily_limit` a day answers
+the HTTP 400 Kaggle sends. SaveKernel (a kernel push) reports dataset sources absent from `server.datasets`.
 Tests script failures with `server.script(method, Reply(...), ...)`: queued replies answer the next calls
 to that method (or storage prefix) before its handler does.
 """
@@ -30,6 +33,11 @@ from urllib.parse import urlsplit
 
 STORAGE_HOST = "storage.kaggle.test"
 DATA_PREFIX = "/competitions-data/"
+UPLOAD_PREFIX = "/submission-uploads/"
+DAILY_LIMIT_MESSAGE = (
+    "Submission not allowed:  Your team has used its daily Submission allowance ({limit}) today, please try "
+    "again tomorrow UTC (7.5 hours from now)."
+)
 DEFAULT_CREATED = "2021-03-08T10:00:00.000Z"
 STREAM_CHUNK_BYTES = 64 * 1024
 
@@ -51,6 +59,20 @@ class Request:
     method: str  # the RPC method ("ListDataFiles"), or the storage path for plain GETs
     body: dict
     headers: dict[str, str]
+    raw: bytes = b""  # the request body as sent (an upload's file)
+
+
+@dataclass
+class Submission:
+    ref: int
+    file_name: str
+    content: bytes
+    description: str
+    date: str
+    polls_left: int  # ListSubmissions calls that still show it PENDING
+    status: str = "PENDING"
+    public_score: str = ""
+    error_description: str = ""
 
 
 @dataclass
@@ -60,6 +82,12 @@ class Competition:
     archive: bytes
     created: str = DEFAULT_CREATED
     chunk_delay: float = 0.0  # slows the archive download (see Reply.chunk_delay)
+    title: str = "Tiny Match"
+    daily_limit: int = 5
+    polls_until_scored: int = 1
+    # Scores an uploaded file as Kaggle would: returns the public score, or raises ValueError (status ERROR).
+    scorer: Callable[[bytes], str] = lambda content: "0.5"
+    submissions: list[Submission] = field(default_factory=list)
 
 
 Handler = Callable[["KaggleTestServer", Request], Reply]
@@ -91,9 +119,17 @@ class KaggleTestServer:
             "IntrospectToken": introspect_token,
             "ListDataFiles": list_data_files,
             "DownloadDataFiles": download_data_files,
+            "StartSubmissionUpload": start_submission_upload,
+            "CreateSubmission": create_submission,
+            "ListSubmissions": list_submissions,
+            "GetSubmissionLimits": get_submission_limits,
+            "SaveKernel": save_kernel,
         }
         self.public_routes = {"IntrospectToken"}
-        self.storage_routes: dict[str, Handler] = {DATA_PREFIX: serve_data_archive}
+        self.storage_routes: dict[str, Handler] = {DATA_PREFIX: serve_data_archive, UPLOAD_PREFIX: receive_upload}
+        self.uploads: dict[str, bytes | None] = {}  # upload token -> bytes PUT to its createUrl (None: not yet)
+        self.datasets: set[str] = set()  # "owner/slug" of the datasets kernels may attach
+        self.kernels: dict[str, list[dict]] = defaultdict(list)  # kernel id -> the SaveKernel bodies pushed
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", 0), _RequestHandler)
@@ -214,6 +250,103 @@ def serve_data_archive(server: KaggleTestServer, request: Request) -> Reply:
     return Reply(body=competition.archive, headers=headers, chunk_delay=competition.chunk_delay)
 
 
+def start_submission_upload(server: KaggleTestServer, request: Request) -> Reply:
+    competition = _competition(server, request)
+    if isinstance(competition, Reply):
+        return competition
+    token = f"blob-{len(server.uploads) + 1}"
+    server.uploads[token] = None
+    create_url = f"http://{STORAGE_HOST}{UPLOAD_PREFIX}{token}?upload_id=x"
+    return Reply(json={"token": token, "createUrl": create_url})
+
+
+def receive_upload(server: KaggleTestServer, request: Request) -> Reply:
+    token = request.path[len(UPLOAD_PREFIX) :]
+    if request.http_method != "PUT" or token not in server.uploads:
+        return error_reply(404, "NoSuchUpload")
+    server.uploads[token] = request.raw
+    return Reply(json={})
+
+
+def create_submission(server: KaggleTestServer, request: Request) -> Reply:
+    competition = _competition(server, request)
+    if isinstance(competition, Reply):
+        return competition
+    token = request.body.get("blobFileTokens", "")
+    content = server.uploads.get(token)
+    if content is None:
+        return error_reply(400, f"no uploaded file for token {token!r}")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    if sum(s.date.startswith(today) for s in competition.submissions) >= competition.daily_limit:
+        return error_reply(400, DAILY_LIMIT_MESSAGE.format(limit=competition.daily_limit))
+    ref = 50_000_000 + sum(len(c.submissions) for c in server.competitions.values()) + 1
+    submitted = Submission(
+        ref=ref, file_name=f"upload-{token}.csv", content=content, description=request.body.get(
+            "submissionDescription", ""), date=time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        polls_left=competition.polls_until_scored,
+    )
+    competition.submissions.append(submitted)
+    return Reply(json={"message": f"Successfully submitted to {competition.title}", "ref": ref})
+
+
+def list_submissions(server: KaggleTestServer, request: Request) -> Reply:
+    competition = _competition(server, request)
+    if isinstance(competition, Reply):
+        return competition
+    page, page_size = int(request.body.get("page") or 1), int(request.body.get("pageSize") or 20)
+    newest_first = competition.submissions[::-1][(page - 1) * page_size : page * page_size]
+    for submission in newest_first:
+        _advance_scoring(competition, submission)
+    return Reply(json={"submissions": [_submission_json(s) for s in newest_first]})
+
+
+def get_submission_limits(server: KaggleTestServer, request: Request) -> Reply:
+    competition = _competition(server, request)
+    if isinstance(competition, Reply):
+        return competition
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    used = sum(s.date.startswith(today) for s in competition.submissions)
+    return Reply(json={"numToday": used, "numTotal": len(competition.submissions),
+                       "numAllowedNow": max(0, competition.daily_limit - used), "limitedByTotal": False})
+
+
+def save_kernel(server: KaggleTestServer, request: Request) -> Reply:
+    slug = request.body.get("slug", "")
+    owner = slug.split("/")[0]
+    if owner != server.username:
+        return error_reply(403, f"Permission 'kernels.create' was denied for {slug}")
+    server.kernels[slug].append(request.body)
+    unknown_datasets = [d for d in request.body.get("datasetDataSources", []) if d not in server.datasets]
+    unknown_competitions = [c for c in request.body.get("competitionDataSources", []) if c not in server.competitions]
+    version = len(server.kernels[slug])
+    return Reply(json={
+        "ref": f"/code/{slug}", "url": f"https://www.kaggle.com/code/{slug}", "versionNumber": version,
+        "invalidDatasetSources": unknown_datasets, "invalidCompetitionSources": unknown_competitions,
+    })
+
+
+def _advance_scoring(competition: Competition, submission: Submission) -> None:
+    if submission.status != "PENDING":
+        return
+    if submission.polls_left > 0:
+        submission.polls_left -= 1
+        return
+    try:
+        submission.public_score = competition.scorer(submission.content)
+        submission.status = "COMPLETE"
+    except ValueError as error:
+        submission.status, submission.error_description = "ERROR", str(error)
+
+
+def _submission_json(submission: Submission) -> dict:
+    return {
+        "ref": submission.ref, "fileName": submission.file_name, "date": submission.date,
+        "description": submission.description, "status": submission.status,
+        "publicScore": submission.public_score, "errorDescription": submission.error_description,
+        "totalBytes": len(submission.content),
+    }
+
+
 def _competition(server: KaggleTestServer, request: Request) -> Competition | Reply:
     slug = request.body.get("competitionName", "")
     return server.competitions.get(slug) or error_reply(404, "NotFound")
@@ -252,7 +385,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body = {}
         method = path.rsplit("/", 1)[-1] if path.startswith("/api/v1/") else path
         headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = self.server.kaggle.answer(Request(self.command, path, method, body, headers))
+        reply = self.server.kaggle.answer(Request(self.command, path, method, body, headers, raw))
         if reply.drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -122,7 +122,7 @@ def test_status_marks_folds_stale_after_train_csv_changes(tmp_path):
 def test_run_does_every_stage_then_skips_fresh_ones(tmp_path):
     competition = tiny_competition(tmp_path, "demo-match")
     toml = competition / "competition.toml"  # the matchers only: no training, so the test stays fast
-    toml.write_text(re.sub(r'\[\[models\]\]\nname = "[^"]+"\nkind = "(image|text)".*?(?=\n\[|\Z)', "",
+    toml.write_text(re.sub(r'\[\[models\]\]\nname = "[^"]+"\nkind = "(?!tfidf|phash)\w+".*?(?=\n\[|\Z)', "",
                            toml.read_text(), flags=re.S))
     work = tmp_path / "work"
     first = invoke("run", "-c", competition, "--workspace", work, "--trials", "5")

@@ -10,6 +10,7 @@ from compkit.cli import (
     ensemble_command,
     run_command,
     score_command,
+    submit_commands,
     train_commands,
     tune_commands,
 )
@@ -42,6 +43,7 @@ train_commands.register(app)
 tune_commands.register(app)
 ensemble_command.register(app)
 run_command.register(app)
+submit_commands.register(app)
 
 
 def main() -> None:

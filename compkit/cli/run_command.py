@@ -9,6 +9,7 @@ from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
 from compkit.cli.options import Competition, WorkspaceBase
+from compkit.cli.submit_commands import Message, Wait, WaitTimeout, submit_file
 from compkit.config import load_config
 from compkit.workspace import Workspace
 
@@ -22,9 +23,18 @@ def run(
     trials: Annotated[int, typer.Option("--trials", help="Tuning trials added per model.")] = 50,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel training workers.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Then submit the ensemble (or the only model's CSV) to Kaggle.")
+    ] = False,
+    message: Message = None,
+    wait: Wait = False,
+    timeout: WaitTimeout = 900.0,
     workspace: WorkspaceBase = None,
 ) -> None:
-    """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores."""
+    """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores.
+
+    With --submit the final CSV is then submitted as `compkit submit` does (--message, --wait, --timeout).
+    """
     from compkit.pipeline import run_pipeline
 
     config = load_config(competition)
@@ -36,14 +46,18 @@ def run(
         )
     table = Table("model", "OOF score (tuned)", "test score", title=f"{config.slug}: scores")
     for name, score in report.oof_scores.items():
-        test = report.test_scores.get(name)
-        table.add_row(name, f"{score:.6f}", "-" if test is None else f"{test:.6f}")
+        if name != "ensemble":
+            test = report.test_scores.get(name)
+            table.add_row(name, f"{score:.6f}", "-" if test is None else f"{test:.6f}")
     if report.ensemble is not None:
-        test = report.test_scores.get("ensemble")
-        table.add_row("ensemble", "-", "-" if test is None else f"{test:.6f}")
+        test, oof = report.test_scores.get("ensemble"), report.oof_scores.get("ensemble")
+        table.add_row("ensemble", "-" if oof is None else f"{oof:.6f}", "-" if test is None else f"{test:.6f}")
     stdout.print(table)
     if report.ensemble is not None:
         stderr.print(f"ensemble submission: {report.ensemble}", highlight=False)
         final = report.test_scores.get("ensemble")
         if final is not None:
             stdout.print(f"{final:.6f}", highlight=False)
+    if submit:
+        final_csv = report.ensemble or space.submission_csv(config.models[0].name)
+        submit_file(config, space, file=final_csv, message=message, dry_run=False, wait=wait, timeout=timeout)

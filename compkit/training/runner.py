@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from compkit.config import CompetitionConfig
+from compkit.config import DERIVED_KINDS, CompetitionConfig
 from compkit.embeddings import NEURAL_KINDS, EmbeddingResult, embed_model_fold
 from compkit.errors import BackendUnavailable, ConfigError
 from compkit.progress import NO_PROGRESS, Progress
@@ -72,7 +72,11 @@ def run_models(
     progress: Progress = NO_PROGRESS,
 ) -> list[TaskOutcome]:
     """Return the outcome of every (model, fold) task, run with `jobs` workers of the joblib `backend`."""
-    selected = [config.model(name) for name in models] if models else list(config.models)
+    selected = [config.model(name) for name in models] if models else list(config.embedding_models)
+    derived = next((model for model in selected if model.kind in DERIVED_KINDS), None)
+    if derived is not None:
+        raise ConfigError(f"model {derived.name!r} of kind {derived.kind!r} trains nothing: it combines the "
+                          f"embeddings of {', '.join(derived.members)} (train those)")
     if not selected:
         raise ConfigError(f"{config.slug} declares no models: add [[models]] tables to its competition.toml")
     if jobs < 1:
