@@ -302,7 +302,7 @@ def test_identify_oof_truth_is_new_individual_for_individuals_of_one_fold(tmp_pa
 def test_pipeline_tunes_the_ensemble_and_reports_its_oof_score(tmp_path):
     from test_cli_pipeline import tiny_competition
 
-    from compkit.pipeline import run_pipeline
+    from compkit.pipeline import ENSEMBLE_SELECT, run_pipeline
 
     competition = tiny_competition(tmp_path, "demo-match")
     toml = competition / "competition.toml"  # the matchers only: no training, so the test stays fast
@@ -313,8 +313,8 @@ def test_pipeline_tunes_the_ensemble_and_reports_its_oof_score(tmp_path):
     report = run_pipeline(config, workspace, trials=5)
     singles = [report.oof_scores[m.name] for m in config.models]
     assert report.oof_scores["ensemble"] >= max(singles) - 1e-9
-    assert json.loads(workspace.tuned_ensemble.read_text())["select"] == "greedy"
+    assert json.loads(workspace.tuned_ensemble.read_text())["select"] == ENSEMBLE_SELECT
     stage, outcome = report.stages[-1]
-    assert stage == "ensemble" and "greedy-tuned" in outcome
+    assert stage == "ensemble" and f"{ENSEMBLE_SELECT}-tuned" in outcome
     again = run_pipeline(config, workspace, trials=0)
     assert "(fresh, reused)" in again.stages[-1][1]

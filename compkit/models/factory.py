@@ -16,24 +16,49 @@ from torch.utils.data import Dataset
 from compkit.config import Columns, ImageModel, TextModel
 from compkit.errors import DataError
 
+DECODED_CACHE_BYTES = 1 << 30
+
+
+class DecodedImages:
+    """Decoded RGB images by path index, kept in memory up to `budget` bytes (then decoded on every read).
+
+    Decoding a JPEG costs as much as augmenting it: over the epochs of a small dataset the cache takes that
+    cost once. Each DataLoader worker process fills its own copy.
+    """
+
+    def __init__(self, paths: list[Path], budget: int = DECODED_CACHE_BYTES) -> None:
+        self.paths, self.budget = paths, budget
+        self.images: dict[int, Image.Image] = {}
+        self.size = 0
+
+    def __getitem__(self, index: int) -> Image.Image:
+        image = self.images.get(index)
+        if image is not None:
+            return image
+        path = self.paths[index]
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: cannot read image ({error})") from None
+        nbytes = image.width * image.height * 3
+        if self.size + nbytes <= self.budget:
+            self.images[index] = image
+            self.size += nbytes
+        return image
+
 
 class ImageRows(Dataset):
-    """Images of selected rows with their labels (-1 when unknown), loaded lazily from disk."""
+    """Images of selected rows with their labels (-1 when unknown), decoded lazily, at most once when they fit."""
 
-    def __init__(self, paths: list[Path], rows: np.ndarray, labels: np.ndarray, transform) -> None:
-        self.paths, self.rows, self.labels, self.transform = paths, rows, labels, transform
+    def __init__(self, images: DecodedImages, rows: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images, self.rows, self.labels, self.transform = images, rows, labels, transform
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, position: int):
-        path = self.paths[self.rows[position]]
-        try:
-            with Image.open(path) as image:
-                pixels = self.transform(image.convert("RGB"))
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: cannot read image ({error})") from None
-        return pixels, int(self.labels[position])
+        return self.transform(self.images[int(self.rows[position])]), int(self.labels[position])
 
 
 class TokenRows(Dataset):
@@ -55,9 +80,13 @@ class ImageInputs:
     paths: list[Path]
     train_transform: Any
     eval_transform: Any
+    images: DecodedImages = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.images = DecodedImages(self.paths)
 
     def dataset(self, rows: np.ndarray, labels: np.ndarray, *, train: bool) -> Dataset:
-        return ImageRows(self.paths, rows, labels, self.train_transform if train else self.eval_transform)
+        return ImageRows(self.images, rows, labels, self.train_transform if train else self.eval_transform)
 
 
 @dataclass
