@@ -69,3 +69,18 @@ def test_invalid_config_error_names_file_and_key(tmp_path: Path):
     result = invoke("status", "-c", str(folder))
     assert result.exit_code == 1
     assert "competition.toml: folds.n_splits: expected an integer, got 'four'" in result.stderr
+
+
+def test_a_warning_inside_a_command_is_one_line_without_its_source_location(capsys):
+    import warnings
+
+    from compkit.cli.console import handle_errors
+
+    @handle_errors
+    def command() -> str:
+        warnings.warn("254 of 300 individual_id values have fewer than n_splits=4 rows", UserWarning, stacklevel=1)
+        return "done"
+
+    assert command() == "done"
+    err = capsys.readouterr().err
+    assert err.strip() == "warning: 254 of 300 individual_id values have fewer than n_splits=4 rows"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,7 +43,9 @@ def handle_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except CompkitError as error:
             fail(str(error))
         except KeyboardInterrupt:
@@ -55,6 +58,11 @@ def handle_errors(command: F) -> F:
             fail(f"unexpected {type(error).__name__}: {error} (set COMPKIT_DEBUG=1 for the traceback)")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one yellow line, without the source location."""
+    stderr.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 class _RichTask:

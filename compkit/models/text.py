@@ -44,6 +44,7 @@ def _transformers():
 def load_encoder(encoder: str) -> tuple[nn.Module, object]:
     """Return (encoder model, tokenizer) from a local folder, a bundled package, or the hub."""
     transformers = _transformers()
+    transformers.utils.logging.disable_progress_bar()  # its per-tensor bar would break compkit's rich display
     location = resolve_encoder(encoder)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(location)
