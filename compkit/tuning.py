@@ -11,7 +11,7 @@ import numpy as np
 
 from compkit.config import DERIVED_KINDS, CompetitionConfig, ModelConfig
 from compkit.errors import ConfigError
-from compkit.metrics import label_sizes
+from compkit.match_objective import PrefixMatchF1
 from compkit.new_individual import LabelSpecies, Top5Objective, training_label_species
 from compkit.oof_neighbors import NEW_INDIVIDUAL, OOFNeighbors, neighbors_inputs, oof_neighbors
 from compkit.postprocess import NO_LABEL, top_labels
@@ -32,78 +32,6 @@ class TuneResult:
     study: str
     path: Path
     plot: Path
-
-
-class PrefixMatchF1:
-    """Mean row-F1 of the OOF match lists for any (threshold, min2_threshold), in O(n log nk) per call.
-
-    Rows are sorted by descending similarity (the kNN contract), so the neighbours at or above a threshold
-    are a prefix of each row: with cumulative counts of valid and same-label neighbours precomputed, a call
-    needs only each row's prefix length (a binary search run on all rows at once, log2(k) gathers) plus O(n)
-    corrections for a row's own posting and its min2 neighbour. Equal to `MatchMasker` then
-    `compkit.metrics.row_f1`.
-    """
-
-    def __init__(self, neighbors: OOFNeighbors, *, max_matches: int) -> None:
-        similarities, indices, labels = neighbors.similarities, neighbors.indices, neighbors.labels
-        n_rows, depth = indices.shape
-        if depth > max_matches:
-            raise ConfigError(f"neighbour lists of depth {depth} exceed max_matches={max_matches}")
-        valid = indices >= 0
-        same = valid & (labels[np.clip(indices, 0, None)] == labels[:, None])
-        is_self = indices == np.arange(n_rows)[:, None]
-        self.rows = np.arange(n_rows)
-        self.predicted_before = _prefix_counts(valid)
-        self.hits_before = _prefix_counts(same)
-        self.self_column = np.where(is_self.any(axis=1), is_self.argmax(axis=1), depth)
-        self.has_self = self.self_column < depth
-        other = valid & ~is_self
-        self.nearest_other = other.argmax(axis=1)
-        self.nearest_other_similarity = np.where(
-            other.any(axis=1), similarities[self.rows, self.nearest_other], -np.inf
-        )
-        self.nearest_other_same = same[self.rows, self.nearest_other]
-        self.similarities = np.where(valid, similarities, -np.inf).astype(np.float32)
-        self.steps = int(np.ceil(np.log2(depth + 1)))
-        self.group_sizes = label_sizes(labels)
-
-    def row_scores(self, threshold: float, min2_threshold: float | None = None) -> np.ndarray:
-        kept = self.prefix_lengths(threshold)
-        predicted = self.predicted_before[self.rows, kept]
-        hits = self.hits_before[self.rows, kept]
-        self_outside = self.has_self & (self.self_column >= kept)
-        predicted = predicted + self_outside
-        hits = hits + self_outside
-        if min2_threshold is not None:
-            added = (self.nearest_other >= kept) & (self.nearest_other_similarity >= min2_threshold)
-            predicted = predicted + added
-            hits = hits + (added & self.nearest_other_same)
-        return 2.0 * hits / (self.group_sizes + predicted)
-
-    def prefix_lengths(self, threshold: float) -> np.ndarray:
-        """Return how many neighbours of each row reach `threshold` (rows sorted descending)."""
-        depth = self.similarities.shape[1]
-        flat = self.similarities.reshape(-1)
-        row_start = self.rows * depth
-        low = np.zeros(len(self.rows), dtype=np.int64)
-        width = depth
-        while width > 0:  # branch-free binary search on every row at once: low + width stays in the row
-            half = width >> 1
-            probe = np.take(flat, row_start + np.minimum(low + half, depth - 1))
-            step = (probe >= threshold) & (low + half < depth)
-            low += step * (width - half)
-            width = half
-        return low
-
-    def __call__(self, params: dict) -> float:
-        return float(np.mean(self.row_scores(params["threshold"], params.get("min2_threshold"))))
-
-
-def _prefix_counts(flags: np.ndarray) -> np.ndarray:
-    """Return (n, k + 1) counts: column j holds how many of each row's first j flags are set."""
-    counts = np.zeros((flags.shape[0], flags.shape[1] + 1), dtype=np.int32)
-    np.cumsum(flags, axis=1, out=counts[:, 1:])
-    return counts
 
 
 def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[dict], float]:

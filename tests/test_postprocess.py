@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from compkit.postprocess import (
     NO_LABEL,
@@ -70,9 +71,9 @@ def test_min2_keeps_the_nearest_other_posting_above_the_lower_threshold():
 
 
 def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
+    from compkit.match_objective import PrefixMatchF1
     from compkit.metrics import row_f1
     from compkit.oof_neighbors import OOFNeighbors
-    from compkit.tuning import PrefixMatchF1
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 30, size=200)
@@ -90,6 +91,30 @@ def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
         indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         expected = row_f1(labels, indptr, indices[keep], assume_unique=True)
         np.testing.assert_allclose(prefix.row_scores(threshold, min2), expected, atol=1e-12)
+        assert prefix({"threshold": threshold, "min2_threshold": min2}) == pytest.approx(expected.mean(), abs=1e-12)
+
+
+def test_mean_f1_from_sums_equals_the_row_scores_for_any_thresholds_padding_anywhere():
+    from compkit.match_objective import PrefixMatchF1
+    from compkit.metrics import row_f1
+    from compkit.oof_neighbors import OOFNeighbors
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 40, size=300)
+    embeddings = rng.normal(size=(40, 8))[labels] + rng.normal(scale=1.0, size=(300, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    similarities, indices = brute_neighbours(embeddings, 25)
+    similarities = np.round(similarities, 2).astype(np.float32)
+    indices[::5, 3] = -1  # a dropped repeat in the middle of a row, its similarity left in place
+    neighbors = OOFNeighbors(np.arange(300).astype(str), labels, np.zeros(300, dtype=np.int64),
+                             similarities, indices, "fold")
+    prefix = PrefixMatchF1(neighbors, max_matches=50)
+    for threshold, min2 in zip(rng.uniform(-0.2, 1.05, 200), [None, *rng.uniform(-0.2, 1.05, 199)], strict=True):
+        keep = match_mask(similarities, indices, threshold, max_matches=50, min2_threshold=min2)
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        expected = row_f1(labels, indptr, indices[keep], assume_unique=True).mean()
+        assert prefix.row_scores(threshold, min2).mean() == pytest.approx(expected, abs=1e-12)
+        assert prefix({"threshold": threshold, "min2_threshold": min2}) == pytest.approx(expected, abs=1e-12)
 
 
 def test_blending_is_the_weighted_sum_of_thresholded_neighbours():
