@@ -23,6 +23,7 @@ from compkit.submission import (
     format_match_rows,
     load_submission,
 )
+from compkit.workspace import file_sha256, read_manifest, write_csv, write_manifest
 
 METHODS = {"match": ("vote",), "identify": ("rank",)}
 
@@ -98,3 +99,25 @@ def ensemble(
         return EnsembleResult(frame, method, tuple(weight_array), vote_threshold)
     predictions = rank_votes(submissions, weight_array, top=config.submission.max_predictions)
     return EnsembleResult(format_identify_rows(ids, predictions, config=config), method, tuple(weight_array), None)
+
+
+def write_ensemble(target: Path, result: EnsembleResult, paths: Sequence[Path]) -> None:
+    """Write the ensemble CSV with a manifest of its input CSVs (by hash) and how they were combined."""
+    write_csv(target, result.frame)
+    options = {"method": result.method, "weights": list(result.weights), "vote_threshold": result.vote_threshold}
+    write_manifest(target, ensemble_csv_inputs(paths, options))
+
+
+def ensemble_csv_inputs(paths: Sequence[Path], options: dict) -> dict:
+    """Return what an ensemble CSV is made from: each input CSV's hash (None once it is gone) and the options."""
+    csvs = {str(Path(path).resolve()): file_sha256(path) if Path(path).is_file() else None for path in paths}
+    return {"csvs": csvs, "options": options}
+
+
+def recorded_ensemble_inputs(target: Path) -> dict | None:
+    """Return the inputs an ensemble CSV's manifest recorded, re-hashed as the files are now (None: no manifest)."""
+    manifest = read_manifest(target)
+    if manifest is None or "csvs" not in manifest.get("inputs", {}):
+        return None
+    recorded = manifest["inputs"]
+    return ensemble_csv_inputs([Path(path) for path in recorded["csvs"]], recorded["options"])

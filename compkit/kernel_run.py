@@ -154,7 +154,7 @@ def train_as_test_view(config: CompetitionConfig, competition_dir: Path, view_di
 def _final_csv(config: CompetitionConfig, workspace: Workspace, progress: Progress) -> tuple[Path, str, dict]:
     """Return (final CSV, what it is, OOF scores): the tuned ensemble of every model, or the only model's CSV."""
     from compkit.data import load_test
-    from compkit.ensemble import ensemble
+    from compkit.ensemble import ensemble, write_ensemble
     from compkit.ensemble_tuning import fresh_or_tuned
     from compkit.pipeline import ENSEMBLE_SELECT
 
@@ -164,8 +164,8 @@ def _final_csv(config: CompetitionConfig, workspace: Workspace, progress: Progre
         return workspace.submission_csv(names[0]), names[0], {names[0]: oof_score}
     tuned, _ = fresh_or_tuned(config, workspace, names, select=ENSEMBLE_SELECT, progress=progress)
     test_ids = load_test(config, workspace)[config.columns.id].tolist()
-    result = ensemble(config, [workspace.submission_csv(name) for name in names], expected_ids=test_ids,
-                      **tuned.ensemble_options())
+    paths = [workspace.submission_csv(name) for name in names]
+    result = ensemble(config, paths, expected_ids=test_ids, **tuned.ensemble_options())
     target = workspace.submission_csv("ensemble")
-    write_csv(target, result.frame)
+    write_ensemble(target, result, paths)
     return target, "ensemble", {**tuned.model_scores, "ensemble": tuned.score}

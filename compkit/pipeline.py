@@ -37,14 +37,14 @@ def run_pipeline(
     on_stage: Callable[[str, str], None] = lambda stage, outcome: None,
 ) -> PipelineReport:
     """Run fetch, folds, train, tune, predict and ensemble; score against the solution when there is one."""
-    from compkit.ensemble import ensemble
+    from compkit.ensemble import ensemble, write_ensemble
     from compkit.ensemble_tuning import fresh_or_tuned
     from compkit.fetch import fetch_competition
     from compkit.folds import build_folds, fold_settings, folds_inputs
     from compkit.predict import predict_model
     from compkit.training.runner import run_models
     from compkit.tuning import tune_model
-    from compkit.workspace import is_fresh, write_csv
+    from compkit.workspace import is_fresh
 
     report = PipelineReport()
 
@@ -76,7 +76,7 @@ def run_pipeline(
         paths = [workspace.submission_csv(name) for name in names]
         result = ensemble(config, paths, expected_ids=test_ids, **tuned.ensemble_options())
         report.ensemble = workspace.submission_csv("ensemble")
-        write_csv(report.ensemble, result.frame)
+        write_ensemble(report.ensemble, result, paths)
         weights = ", ".join(f"{weight:.3g}" for weight in result.weights)
         record("ensemble", f"{result.method} of {len(paths)} models, {tuned.select}-tuned weights ({weights}), "
                f"OOF {tuned.score:.6f}" + (" (fresh, reused)" if reused else ""))

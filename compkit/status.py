@@ -57,10 +57,61 @@ def stage_statuses(config: CompetitionConfig, workspace: Workspace) -> list[Stag
             statuses.append(_folds_stage(f"train {model.name}", config, workspace, model, _train_inputs))
         if model in config.embedding_models:  # a union/concat/score model reuses its members' embeddings
             statuses.append(_folds_stage(f"embed {model.name}", config, workspace, model, _embedding_inputs))
-        statuses.append(_file_stage(f"tune {model.name}", workspace.tuned_params(model.name)))
-        statuses.append(_file_stage(f"predict {model.name}", workspace.submission_csv(model.name)))
-    statuses.append(_file_stage("ensemble", workspace.submission_csv("ensemble")))
+        tuned = _tune_stage(config, workspace, model)
+        statuses.append(tuned)
+        statuses.append(_predict_stage(workspace, model.name, upstream_fresh=tuned.state == "fresh"))
+    if len(config.models) >= 2:
+        statuses.extend(_ensemble_stages(config, workspace))
     return statuses
+
+
+def _tune_stage(config: CompetitionConfig, workspace: Workspace, model) -> StageStatus:
+    from compkit.tuning import tuned_inputs
+    from compkit.workspace import read_json
+
+    path = workspace.tuned_params(model.name)
+    try:
+        candidates = read_json(path)["candidates"] if path.is_file() else "all"
+        state, detail = artifact_state(path, tuned_inputs(config, model, workspace, candidates))
+    except (CompkitError, KeyError):  # embeddings missing, or an unreadable file: it cannot be fresh
+        state, detail = ("stale", "its inputs are missing or unreadable") if path.exists() else ("missing", "")
+    return StageStatus(f"tune {model.name}", path, state, detail)
+
+
+def _predict_stage(workspace: Workspace, name: str, *, upstream_fresh: bool) -> StageStatus:
+    """Fresh when both CSVs were predicted from the tuned parameters as they are now, and those are fresh."""
+    from compkit.predict import prediction_inputs
+
+    path = workspace.submission_csv(name)
+    if not workspace.tuned_params(name).is_file():
+        return StageStatus(f"predict {name}", path, *artifact_state(path, None))
+    inputs = prediction_inputs(workspace, name)
+    states = [artifact_state(csv, inputs) for csv in (path, workspace.oof_csv(name))]
+    state, detail = next((s for s in states if s[0] != "fresh"), states[0])
+    if state == "fresh" and not upstream_fresh:
+        state, detail = "stale", "its tuned parameters are not fresh"
+    return StageStatus(f"predict {name}", path, state, detail)
+
+
+def _ensemble_stages(config: CompetitionConfig, workspace: Workspace) -> list[StageStatus]:
+    """The tuned ensemble (fresh while every model's OOF CSV is unchanged) and the ensemble CSV (unjudged)."""
+    from compkit.ensemble import recorded_ensemble_inputs
+    from compkit.ensemble_tuning import ensemble_inputs
+    from compkit.workspace import read_json
+
+    path = workspace.tuned_ensemble
+    models = [m.name for m in config.models]
+    if path.is_file() and read_json(path).get("models") == models:
+        state, detail = artifact_state(path, ensemble_inputs(workspace, models, read_json(path).get("method", "")))
+    elif path.is_file():
+        state, detail = "stale", "tuned for other models"
+    else:
+        state, detail = "missing", ""
+    csv = workspace.submission_csv("ensemble")
+    csv_state, csv_detail = artifact_state(csv, recorded_ensemble_inputs(csv))
+    if csv_state == "stale":
+        csv_detail = "an input CSV changed since it was written"
+    return [StageStatus("tune ensemble", path, state, detail), StageStatus("ensemble", csv, csv_state, csv_detail)]
 
 
 def _train_inputs(config, model, fold, workspace):

@@ -133,3 +133,18 @@ def test_run_does_every_stage_then_skips_fresh_ones(tmp_path):
     assert second.exit_code == 0
     assert "fetch: fresh, skipped" in second.output and "folds: fresh, skipped" in second.output
     assert "0 model-folds trained, 0 embedded" in second.output
+    status = invoke("status", "-c", competition, "--workspace", work)
+    stages = dict(re.findall(r"│ ((?:tune|predict|ensemble)[\w -]*?)\s+│ (\w+)", status.stdout))
+    assert stages and set(stages.values()) == {"fresh"}, status.stdout
+    assert {"tune ensemble", "ensemble", "tune phash", "predict phash"} <= set(stages)
+
+    tuned = work / "tiny-demo-match" / "tuning" / "phash.json"
+    tuned.write_text(tuned.read_text().replace('"model"', '"model" ', 1))  # same params, other bytes
+    status = invoke("status", "-c", competition, "--workspace", work)
+    stages = dict(re.findall(r"│ ((?:tune|predict|ensemble)[\w -]*?)\s+│ (\w+)", status.stdout))
+    assert stages["tune phash"] == "fresh" and stages["predict phash"] == "stale"
+    csv = work / "tiny-demo-match" / "submissions" / "phash.csv"
+    csv.write_text(csv.read_text() + "\n")
+    status = invoke("status", "-c", competition, "--workspace", work)
+    stages = dict(re.findall(r"│ ((?:tune|predict|ensemble)[\w -]*?)\s+│ (\w+)", status.stdout))
+    assert stages["ensemble"] == "stale" and stages["tune ensemble"] == "fresh"  # tuned on OOF CSVs, not test

@@ -13,7 +13,7 @@ from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
 from compkit.cli.options import Competition, WorkspaceBase
 from compkit.config import load_config
 from compkit.errors import ConfigError
-from compkit.workspace import Workspace, write_csv
+from compkit.workspace import Workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +56,7 @@ def ensemble(
     """
     from compkit.data import load_test
     from compkit.ensemble import ensemble as combine
+    from compkit.ensemble import write_ensemble
     from compkit.ensemble_tuning import TUNED_METHODS, ensemble_models, read_tuned_ensemble, tune_ensemble
 
     config = load_config(competition)
@@ -89,7 +90,7 @@ def ensemble(
     expected_ids = load_test(config, space)[config.columns.id].tolist()
     result = combine(config, paths, expected_ids=expected_ids, **options)
     target = output or space.submission_csv("ensemble")
-    write_csv(target, result.frame)
+    write_ensemble(target, result, paths)
     weights_text = ", ".join(f"{weight:.4g}" for weight in result.weights)
     stderr.print(escape(f"{result.method} of {len(paths)} CSVs, weights {weights_text}"), highlight=False)
     _print_scores(config, space, names, paths, target, result, tuned)
@@ -140,7 +141,8 @@ def _parse_weights(weights: str | None) -> list[float] | None:
 def _embedding_ensemble(config, space: Workspace, method: str, models, weights, trials: int, output, misused) -> None:
     """--method concat|score: tune and predict the embedding-level ensemble of the models' cached embeddings."""
     from compkit.embedding_ensemble import embedding_ensemble
-    from compkit.workspace import write_bytes
+    from compkit.ensemble import ensemble_csv_inputs
+    from compkit.workspace import write_bytes, write_manifest
 
     if misused:
         raise ConfigError(f"--method {method} combines the models' embeddings, not CSVs: name them with --model "
@@ -150,6 +152,7 @@ def _embedding_ensemble(config, space: Workspace, method: str, models, weights, 
                                     progress=progress)
     target = output or space.submission_csv("ensemble")
     write_bytes(target, result.predicted.submission.read_bytes())
+    write_manifest(target, ensemble_csv_inputs([result.predicted.submission], {"method": method}))
     tuned = result.tuned
     stderr.print(escape(f"{method} of {', '.join(result.model.members)}: OOF {tuned.oof_score:.6f} "
                         f"(default parameters {tuned.default_score:.6f}), parameters in {tuned.path}"), highlight=False)
