@@ -23,8 +23,7 @@ from compkit.embeddings import (
     load_fold_embeddings,
     load_gallery,
 )
-from compkit.errors import ConfigError
-from compkit.oof_neighbors import CANDIDATES, all_rows_matrix, identify_truth, neighbors_inputs, search_depth
+from compkit.oof_neighbors import all_rows_matrix, identify_truth, neighbors_inputs, resolve_candidates, search_depth
 from compkit.workspace import Workspace, atomic_path, is_fresh, write_manifest
 
 
@@ -59,10 +58,7 @@ def oof_candidates(
     config: CompetitionConfig, model: DerivedModel, workspace: Workspace, *, candidates: str = "all"
 ) -> CandidateNeighbors:
     """Return the model's OOF candidate table, from the cache when fresh."""
-    if candidates not in CANDIDATES:
-        raise ConfigError(f"--candidates must be 'all' or 'fold', got {candidates!r}")
-    if config.task == "identify":
-        candidates = "fold"
+    candidates = resolve_candidates(config, candidates)
     path = workspace.tuning_dir / model.name / f"candidates-{candidates}.npz"
     inputs = derived_inputs(config, model, workspace, candidates)
     if is_fresh(path, inputs):

@@ -67,14 +67,18 @@ def search_depth(config: CompetitionConfig) -> int:
     return config.postprocess.max_matches if config.task == "match" else config.postprocess.top_n
 
 
+def resolve_candidates(config: CompetitionConfig, candidates: str) -> str:
+    """Return the candidate set to search: as asked for match; identify always searches the other folds."""
+    if candidates not in CANDIDATES:
+        raise ConfigError(f"--candidates must be 'all' or 'fold', got {candidates!r}")
+    return "fold" if config.task == "identify" else candidates
+
+
 def oof_neighbors(
     config: CompetitionConfig, model: ModelConfig, workspace: Workspace, *, candidates: str = "all"
 ) -> OOFNeighbors:
     """Return the model's OOF neighbour lists, from the cache when fresh."""
-    if candidates not in CANDIDATES:
-        raise ConfigError(f"--candidates must be 'all' or 'fold', got {candidates!r}")
-    if config.task == "identify":
-        candidates = "fold"
+    candidates = resolve_candidates(config, candidates)
     path = workspace.tuning_dir / model.name / f"neighbors-{candidates}.npz"
     inputs = neighbors_inputs(config, model, workspace, candidates)
     if is_fresh(path, inputs):

@@ -101,12 +101,13 @@ def _ensemble_stages(config: CompetitionConfig, workspace: Workspace) -> list[St
 
     path = workspace.tuned_ensemble
     models = [m.name for m in config.models]
-    if path.is_file() and read_json(path).get("models") == models:
-        state, detail = artifact_state(path, ensemble_inputs(workspace, models, read_json(path).get("method", "")))
-    elif path.is_file():
+    stored = read_json(path) if path.is_file() else None
+    if stored is None:
+        state, detail = "missing", ""
+    elif stored.get("models") != models:
         state, detail = "stale", "tuned for other models"
     else:
-        state, detail = "missing", ""
+        state, detail = artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")))
     csv = workspace.submission_csv("ensemble")
     csv_state, csv_detail = artifact_state(csv, recorded_ensemble_inputs(csv))
     if csv_state == "stale":
