@@ -35,8 +35,8 @@ def _arguments() -> argparse.Namespace:
 
 
 def _ensure_data(config, workspace) -> None:
-    from compkit.fetch import fetch_competition
-    from compkit.folds import build_folds
+    from compkit.data.fetch import fetch_competition
+    from compkit.data.folds import build_folds
     from compkit.workspace import read_manifest
 
     if read_manifest(workspace.data_dir) is None:
@@ -63,7 +63,7 @@ def _thresholds(config) -> np.ndarray:
 
 def trained_oof_score(config, model, workspace, folds, knn):
     """Return the pooled OOF FoldScore of the cached embeddings of `model`'s fold models."""
-    from compkit.embeddings import load_fold_embeddings, load_gallery
+    from compkit.embeddings.cache import load_fold_embeddings, load_gallery
     from compkit.training.evaluate import best_of_sweep
     from compkit.training.rows import fold_rows
 
@@ -118,8 +118,8 @@ def main() -> None:
     import torch
 
     from compkit.config import load_config
+    from compkit.embeddings.runner import run_models
     from compkit.neighbors import get_backend
-    from compkit.training.runner import run_models
     from compkit.workspace import Workspace
 
     torch.set_num_threads(args.threads)

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from compkit.config import parse_config
-from compkit.ensemble import ensemble, load_inputs
-from compkit.ensemble_objective import VoteF1
-from compkit.ensemble_votes import MatchVotes
+from compkit.ensemble.ballots import MatchVotes
+from compkit.ensemble.objective import VoteF1
+from compkit.ensemble.vote import ensemble, load_inputs
 from compkit.submission import format_match_rows
 from compkit.workspace import write_csv
 

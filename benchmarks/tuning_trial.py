@@ -17,9 +17,9 @@ import optuna
 import pandas as pd
 from metrics import K_CANDIDATES, knn_candidates, shopee_like_labels
 
-from compkit.oof_neighbors import OOFNeighbors
-from compkit.postprocess import match_mask
-from compkit.tuning import match_evaluator
+from compkit.postprocess.rules import match_mask
+from compkit.retrieval.single import OOFNeighbors
+from compkit.tuning.study import match_evaluator
 
 TRIALS = 200
 

@@ -194,9 +194,9 @@ class ScoreModel:
 
 
 ModelConfig = ImageModel | TextModel | TfidfModel | PhashModel | UnionModel | ConcatModel | ScoreModel
-DerivedModel = UnionModel | ConcatModel | ScoreModel
-DERIVED_KINDS = ("union", "concat", "score")
-DERIVED_TASKS = {"union": ("match",), "concat": ("match", "identify"), "score": ("identify",)}
+CombinedModel = UnionModel | ConcatModel | ScoreModel
+COMBINED_KINDS = ("union", "concat", "score")
+COMBINED_TASKS = {"union": ("match",), "concat": ("match", "identify"), "score": ("identify",)}
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ class CompetitionConfig:
             return "data: identify needs data.test or data.sample_submission to list the test images"
         if self.postprocess.new_individual_per_species and (self.task != "identify" or not self.columns.species):
             return "postprocess.new_individual_per_species needs task = 'identify' and columns.species"
-        return _check_derived_models(self)
+        return _check_combined_models(self)
 
     @property
     def fold_strategy(self) -> FoldStrategy:
@@ -297,7 +297,7 @@ class CompetitionConfig:
     @property
     def embedding_models(self) -> tuple[ModelConfig, ...]:
         """Return the models that are fitted and embedded: all but the union/concat/score combinations."""
-        return tuple(model for model in self.models if model.kind not in DERIVED_KINDS)
+        return tuple(model for model in self.models if model.kind not in COMBINED_KINDS)
 
     def model(self, name: str) -> ModelConfig:
         """Return the model called `name`, or raise ConfigError listing the declared ones."""
@@ -308,15 +308,15 @@ class CompetitionConfig:
         raise ConfigError(f"unknown model {name!r} for {self.slug} (declared: {declared})")
 
 
-def _check_derived_models(config: CompetitionConfig) -> str | None:
+def _check_combined_models(config: CompetitionConfig) -> str | None:
     """Return why a union/concat/score model cannot combine its members, or None."""
-    embedding_models = {m.name for m in config.models if m.kind not in DERIVED_KINDS}
+    embedding_models = {m.name for m in config.models if m.kind not in COMBINED_KINDS}
     for model in config.models:
-        if model.kind not in DERIVED_KINDS:
+        if model.kind not in COMBINED_KINDS:
             continue
         where = f"models: model {model.name!r} of kind {model.kind!r}"
-        if config.task not in DERIVED_TASKS[model.kind]:
-            return f"{where} applies to {' and '.join(DERIVED_TASKS[model.kind])} competitions, not {config.task}"
+        if config.task not in COMBINED_TASKS[model.kind]:
+            return f"{where} applies to {' and '.join(COMBINED_TASKS[model.kind])} competitions, not {config.task}"
         if len(set(model.members)) != len(model.members) or len(model.members) < 2:
             return f"{where} needs at least two distinct members, got {list(model.members)}"
         unknown = [name for name in model.members if name not in embedding_models]
@@ -387,7 +387,7 @@ def _check_columns(config: CompetitionConfig, source: Path | str) -> None:
     if config.task == "match" and config.submission.max_predictions > config.postprocess.max_matches:
         raise ConfigError(f"{source}: submission.max_predictions exceeds postprocess.max_matches")
     for model in config.models:
-        if model.kind in DERIVED_KINDS:
+        if model.kind in COMBINED_KINDS:
             continue
         needed = {"image": "image", "text": "text", "tfidf": "text", "phash": "phash"}[model.kind]
         if getattr(config.columns, needed) is None:

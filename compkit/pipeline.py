@@ -37,13 +37,13 @@ def run_pipeline(
     on_stage: Callable[[str, str], None] = lambda stage, outcome: None,
 ) -> PipelineReport:
     """Run fetch, folds, train, tune, predict and ensemble; score against the solution when there is one."""
-    from compkit.ensemble import ensemble, write_ensemble
-    from compkit.ensemble_tuning import fresh_or_tuned
-    from compkit.fetch import fetch_competition
-    from compkit.folds import build_folds, fold_settings, folds_inputs
+    from compkit.data.fetch import fetch_competition
+    from compkit.data.folds import build_folds, fold_settings, folds_inputs
+    from compkit.embeddings.runner import run_models
+    from compkit.ensemble.vote import ensemble, write_ensemble
+    from compkit.ensemble.weights import fresh_or_tuned
     from compkit.predict import predict_model
-    from compkit.training.runner import run_models
-    from compkit.tuning import tune_model
+    from compkit.tuning.study import tune_model
     from compkit.workspace import is_fresh
 
     report = PipelineReport()
@@ -86,7 +86,7 @@ def run_pipeline(
 
 
 def _test_ids(config: CompetitionConfig, workspace: Workspace) -> list[str]:
-    from compkit.data import load_test
+    from compkit.data.tables import load_test
 
     return load_test(config, workspace)[config.columns.id].tolist()
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from compkit.config import DERIVED_KINDS, CompetitionConfig, ModelConfig
-from compkit.data import load_test, load_train
-from compkit.embeddings import combined_gallery_embeddings, combined_test_embeddings
+from compkit.config import COMBINED_KINDS, CompetitionConfig, ModelConfig
+from compkit.data.tables import load_test, load_train
+from compkit.embeddings.cache import combined_gallery_embeddings, combined_test_embeddings
 from compkit.metrics import PAD_ID
-from compkit.new_individual import LabelSpecies, query_thresholds, training_label_species
-from compkit.oof_neighbors import NEW_INDIVIDUAL, oof_neighbors, search_blended, search_depth
-from compkit.postprocess import NO_LABEL, insert_new_individual, match_mask, top_labels
+from compkit.postprocess.new_individual import LabelSpecies, query_thresholds, training_label_species
+from compkit.postprocess.rules import NO_LABEL, insert_new_individual, match_mask, top_labels
+from compkit.retrieval.single import NEW_INDIVIDUAL, oof_neighbors, search_blended, search_depth
 from compkit.submission import format_identify_rows, format_match_rows
-from compkit.tuning import read_tuned
+from compkit.tuning.study import read_tuned
 from compkit.workspace import Workspace, file_sha256, write_csv, write_manifest
 
 
@@ -33,10 +33,10 @@ def predict_model(config: CompetitionConfig, workspace: Workspace, model: ModelC
     """Write submissions/<model>.csv and oof/<model>.csv with the model's tuned post-processing."""
     tuned = read_tuned(config, model, workspace)
     test_ids = load_test(config, workspace)[config.columns.id].to_numpy(dtype=str)
-    if model.kind in DERIVED_KINDS:
-        from compkit.derived import derived_predictions
+    if model.kind in COMBINED_KINDS:
+        from compkit.tuning.combined import combined_predictions
 
-        submission, oof = derived_predictions(config, workspace, model, tuned, test_ids)
+        submission, oof = combined_predictions(config, workspace, model, tuned, test_ids)
     else:
         submission, oof = _model_predictions(config, workspace, model, tuned, test_ids)
     inputs = prediction_inputs(workspace, model.name)

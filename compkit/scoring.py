@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from compkit.config import CompetitionConfig
-from compkit.data import read_table
-from compkit.data import solution_path as default_solution_path
+from compkit.data.tables import read_table
+from compkit.data.tables import solution_path as default_solution_path
 from compkit.errors import DataError
 from compkit.metrics import average_precision_at_5, row_f1
 from compkit.submission import MatchSubmission, load_submission

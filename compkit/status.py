@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from compkit.config import CompetitionConfig
-from compkit.data import data_inputs
+from compkit.data.tables import data_inputs
 from compkit.errors import CompkitError
 from compkit.workspace import Workspace, fingerprint, read_manifest, stage_inputs
 
@@ -39,7 +39,7 @@ def artifact_state(artifact: Path, inputs: dict | None) -> tuple[State, str]:
 def stage_statuses(config: CompetitionConfig, workspace: Workspace) -> list[StageStatus]:
     """Return the status of every stage of the pipeline for this competition."""
     from compkit.config import FoldSettings
-    from compkit.folds import fold_settings, folds_inputs
+    from compkit.data.folds import fold_settings, folds_inputs
 
     statuses = []
     data_state, detail = artifact_state(workspace.data_dir, data_inputs(config, workspace))
@@ -66,7 +66,7 @@ def stage_statuses(config: CompetitionConfig, workspace: Workspace) -> list[Stag
 
 
 def _tune_stage(config: CompetitionConfig, workspace: Workspace, model) -> StageStatus:
-    from compkit.tuning import tuned_inputs
+    from compkit.tuning.study import tuned_inputs
     from compkit.workspace import read_json
 
     path = workspace.tuned_params(model.name)
@@ -95,8 +95,8 @@ def _predict_stage(workspace: Workspace, name: str, *, upstream_fresh: bool) -> 
 
 def _ensemble_stages(config: CompetitionConfig, workspace: Workspace) -> list[StageStatus]:
     """The tuned ensemble (fresh while every model's OOF CSV is unchanged) and the ensemble CSV (unjudged)."""
-    from compkit.ensemble import recorded_ensemble_inputs
-    from compkit.ensemble_tuning import ensemble_inputs
+    from compkit.ensemble.vote import recorded_ensemble_inputs
+    from compkit.ensemble.weights import ensemble_inputs
     from compkit.workspace import read_json
 
     path = workspace.tuned_ensemble
@@ -122,7 +122,7 @@ def _train_inputs(config, model, fold, workspace):
 
 
 def _embedding_inputs(config, model, fold, workspace):
-    from compkit.embeddings import fold_dir_inputs
+    from compkit.embeddings.cache import fold_dir_inputs
 
     return workspace.embeddings_dir(model.name, fold), lambda: fold_dir_inputs(config, model, fold, workspace)
 

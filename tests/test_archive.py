@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SLUG
 
+from compkit.data.fetch import fetch_competition
+from compkit.data.sources.archive import extract_zip
 from compkit.errors import DataError
-from compkit.fetch import fetch_competition
-from compkit.sources.archive import extract_zip
 from compkit.workspace import Workspace
 
 

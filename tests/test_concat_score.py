@@ -3,9 +3,9 @@
 import numpy as np
 import scipy.sparse as sp
 
-from compkit.candidate_lists import MemberSearch, combined_search, pair_similarities
-from compkit.combinations import individual_scores, member_weights, top_individuals, weighted_lists
-from compkit.postprocess import NO_LABEL
+from compkit.postprocess.combined import individual_scores, member_weights, top_individuals, weighted_lists
+from compkit.postprocess.rules import NO_LABEL
+from compkit.retrieval.candidates import MemberSearch, combined_search, pair_similarities
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

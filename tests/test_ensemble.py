@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from compkit.config import parse_config
-from compkit.ensemble import ensemble
+from compkit.ensemble.vote import ensemble
 from compkit.errors import ConfigError, DataError
 
 BASE = """

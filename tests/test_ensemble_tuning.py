@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from compkit.cli.app import app
 from compkit.config import load_config
-from compkit.ensemble import ensemble, load_inputs, rank_votes, vote_matches
-from compkit.ensemble_objective import RankMAP, VoteF1
-from compkit.ensemble_tuning import greedy_selection, oof_truth, optuna_selection, read_tuned_ensemble, tune_ensemble
-from compkit.ensemble_votes import MatchVotes, RankVotes
+from compkit.data.folds import build_folds
+from compkit.ensemble.ballots import MatchVotes, RankVotes
+from compkit.ensemble.objective import RankMAP, VoteF1
+from compkit.ensemble.vote import ensemble, load_inputs, rank_votes, vote_matches
+from compkit.ensemble.weights import greedy_selection, oof_truth, optuna_selection, read_tuned_ensemble, tune_ensemble
 from compkit.errors import DataError, StaleArtifactError
-from compkit.folds import build_folds
 from compkit.metrics import map_at_5, mean_row_f1
 from compkit.workspace import Workspace
 

@@ -12,9 +12,9 @@ from conftest import TINY_SLUG, RecordingProgress
 from kaggle_server import DATA_PREFIX, KaggleTestServer, Reply
 
 from compkit.config import CompetitionConfig
-from compkit.data import data_inputs
+from compkit.data.fetch import fetch_competition
+from compkit.data.tables import data_inputs
 from compkit.errors import DataError, KaggleError
-from compkit.fetch import fetch_competition
 from compkit.kaggle_client import RetryPolicy, credentials_source
 from compkit.workspace import Workspace, is_fresh, read_manifest
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SLUG, RecordingProgress
 
-from compkit.data import data_inputs
+from compkit.data.fetch import fetch_competition
+from compkit.data.tables import data_inputs
 from compkit.errors import ConfigError, DataError
-from compkit.fetch import fetch_competition
 from compkit.workspace import Workspace, is_fresh, read_manifest
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from compkit.config import CompetitionConfig, parse_config
-from compkit.data import data_inputs, load_test, load_train
-from compkit.fetch import fetch_competition
+from compkit.data.fetch import fetch_competition
+from compkit.data.tables import data_inputs, load_test, load_train
 from compkit.workspace import Workspace, is_fresh, read_manifest
 
 MATCH_CONFIG = """

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from compkit.config import parse_config
+from compkit.data.folds import build_folds, fold_settings, folds_inputs, load_folds, make_folds
 from compkit.errors import ConfigError, DataError, StaleArtifactError
-from compkit.folds import build_folds, fold_settings, folds_inputs, load_folds, make_folds
 from compkit.workspace import Workspace, is_fresh, manifest_path, read_manifest
 
 IDENTIFY_TOML = """

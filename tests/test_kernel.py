@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from compkit.cli.app import app
 from compkit.config import load_config
-from compkit.kernel import KernelFolder
-from compkit.kernel_run import run_kernel
-from compkit.ledger import read_ledger
 from compkit.submission import load_submission
+from compkit.submit.kernel import KernelFolder
+from compkit.submit.kernel_run import run_kernel
+from compkit.submit.ledger import read_ledger
 from compkit.workspace import Workspace, read_json
 
 runner = CliRunner()
@@ -54,7 +54,7 @@ def test_kernel_folder_holds_the_script_its_metadata_the_wheels_and_the_weights(
     assert f"COMPETITION = '{TUNED_SLUG}'" in script and "PLACEHOLDER_ROWS = 3" in script
     assert '"--no-index"' in script and "run_kernel(" in script
     [wheel] = kernel.wheels.glob("*.whl")
-    assert wheel.name.startswith("compkit-") and "compkit/kernel_run.py" in zipfile.ZipFile(wheel).namelist()
+    assert wheel.name.startswith("compkit-") and "compkit/submit/kernel_run.py" in zipfile.ZipFile(wheel).namelist()
     assert json.loads((kernel.wheels / "dataset-metadata.json").read_text())["id"] == WHEELS
     assert json.loads((kernel.weights / "dataset-metadata.json").read_text())["id"] == WEIGHTS
     assert (kernel.weights / "competition.toml").read_text() == (folder / "competition.toml").read_text()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from compkit.postprocess import (
+from compkit.postprocess.rules import (
     NO_LABEL,
     first_occurrences,
     insert_new_individual,
@@ -71,9 +71,9 @@ def test_min2_keeps_the_nearest_other_posting_above_the_lower_threshold():
 
 
 def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
-    from compkit.match_objective import PrefixMatchF1
     from compkit.metrics import row_f1
-    from compkit.oof_neighbors import OOFNeighbors
+    from compkit.retrieval.single import OOFNeighbors
+    from compkit.tuning.objectives import PrefixMatchF1
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 30, size=200)
@@ -95,9 +95,9 @@ def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
 
 
 def test_mean_f1_from_sums_equals_the_row_scores_for_any_thresholds_padding_anywhere():
-    from compkit.match_objective import PrefixMatchF1
     from compkit.metrics import row_f1
-    from compkit.oof_neighbors import OOFNeighbors
+    from compkit.retrieval.single import OOFNeighbors
+    from compkit.tuning.objectives import PrefixMatchF1
 
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 40, size=300)
@@ -118,7 +118,7 @@ def test_mean_f1_from_sums_equals_the_row_scores_for_any_thresholds_padding_anyw
 
 
 def test_blending_is_the_weighted_sum_of_thresholded_neighbours():
-    from compkit.postprocess import blend_embeddings
+    from compkit.postprocess.rules import blend_embeddings
 
     rng = np.random.default_rng(5)
     embeddings = rng.normal(size=(40, 6)).astype(np.float32)

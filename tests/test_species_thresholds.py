@@ -7,14 +7,14 @@ import pytest
 from compkit.config import parse_config
 from compkit.errors import ConfigError
 from compkit.metrics import average_precision_at_5
-from compkit.new_individual import (
+from compkit.postprocess.new_individual import (
     LabelSpecies,
     Top5Objective,
     label_species,
     precision_by_threshold,
     query_thresholds,
 )
-from compkit.postprocess import NO_LABEL, insert_new_individual
+from compkit.postprocess.rules import NO_LABEL, insert_new_individual
 
 NEW = -2
 SPECIES = {"beluga": (0.8, 0.6), "humpback": (0.5, 0.3), "narwhal": (0.9, 0.1)}  # top score: known, new

@@ -15,9 +15,9 @@ from compkit.cli.app import app
 from compkit.config import CompetitionConfig
 from compkit.errors import KaggleError
 from compkit.kaggle_client import RetryPolicy
-from compkit.ledger import read_ledger
 from compkit.scoring import score_submission
-from compkit.submit import PollPolicy, plan_submission, submit, wait_for_score
+from compkit.submit.ledger import read_ledger
+from compkit.submit.upload import PollPolicy, plan_submission, submit, wait_for_score
 from compkit.workspace import Workspace, file_sha256, read_json
 
 runner = CliRunner()
@@ -325,7 +325,7 @@ def test_submit_without_a_file_refuses_an_ensemble_older_than_a_model_csv(tuned_
 def test_ledger_keeps_every_row_when_writers_race(workspace):
     from concurrent.futures import ThreadPoolExecutor
 
-    from compkit.ledger import add_row, update_row
+    from compkit.submit.ledger import add_row, update_row
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         ids = list(pool.map(lambda i: add_row(workspace, competition="c", kind="file", message=f"m{i}",

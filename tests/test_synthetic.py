@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from compkit.data.sources.synthetic import generate_identify, generate_match
 from compkit.errors import ConfigError, DataError
 from compkit.models.phash import phash_bits, phash_hex
-from compkit.sources.synthetic import generate_identify, generate_match
 
 MATCH_SIZES = {"n_train_groups": 100, "n_test_groups": 30, "image_size": 64}
 IDENTIFY_SIZES = {"n_train_groups": 100, "n_test_groups": 20, "image_size": 64}
@@ -66,7 +66,7 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(generate,
 def test_generation_does_not_depend_on_python_hash_seed(tmp_path: Path) -> None:
     in_process = generated(generate_match, tmp_path / "here", seed=5)
     script = (
-        "import sys; from pathlib import Path; from compkit.sources.synthetic import generate_match; "
+        "import sys; from pathlib import Path; from compkit.data.sources.synthetic import generate_match; "
         f"generate_match(Path(sys.argv[1]), seed=5, **{TINY_SIZES!r})"
     )
     (tmp_path / "there").mkdir()
@@ -137,8 +137,8 @@ def test_match_postings_sometimes_share_one_image_within_a_group(match_dir: Path
 
 
 def test_match_titles_spell_one_product_many_ways() -> None:
-    from compkit.sources.synthetic_match import make_title
-    from compkit.sources.synthetic_products import sample_products
+    from compkit.data.sources.synthetic.match import make_title
+    from compkit.data.sources.synthetic.products import sample_products
 
     rng = np.random.default_rng(0)
     product = next(p for p in sample_products(rng, 40) if p.category.unit == "ml" and p.size >= 250)

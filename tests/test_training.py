@@ -14,12 +14,12 @@ import pytest
 import scipy.sparse as sp
 
 from compkit.config import load_config
-from compkit.embeddings import embed_model_fold, load_fold_embeddings
-from compkit.fetch import fetch_competition
-from compkit.folds import build_folds
+from compkit.data.fetch import fetch_competition
+from compkit.data.folds import build_folds
+from compkit.embeddings.cache import embed_model_fold, load_fold_embeddings
+from compkit.embeddings.runner import run_models
 from compkit.training.evaluate import ForwardCounter
 from compkit.training.loop import train_model_fold
-from compkit.training.runner import run_models
 from compkit.workspace import Workspace, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,14 +11,14 @@ import pytest
 from test_training import tiny_match
 
 from compkit.config import load_config
+from compkit.data.fetch import fetch_competition
+from compkit.data.folds import build_folds
+from compkit.embeddings.runner import run_models
 from compkit.errors import StaleArtifactError
-from compkit.fetch import fetch_competition
-from compkit.folds import build_folds
-from compkit.oof_neighbors import oof_neighbors
 from compkit.predict import predict_model
+from compkit.retrieval.single import oof_neighbors
 from compkit.scoring import score_submission
-from compkit.training.runner import run_models
-from compkit.tuning import default_study_name, tune_model
+from compkit.tuning.study import default_study_name, tune_model
 from compkit.workspace import Workspace
 
 MATCHERS = ["tfidf-word", "phash"]

@@ -4,15 +4,15 @@ import numpy as np
 import optuna
 import pytest
 
-from compkit.candidate_lists import MemberSearch, combined_search, merge_lists
-from compkit.combinations import UnionMatches, UnionMatchF1
 from compkit.config import parse_config
-from compkit.derived import suggest_derived
 from compkit.errors import ConfigError
 from compkit.metrics import row_f1
-from compkit.oof_neighbors import OOFNeighbors
-from compkit.postprocess import match_mask
-from compkit.tuning import match_evaluator, suggest_params
+from compkit.postprocess.combined import UnionMatches, UnionMatchF1
+from compkit.postprocess.rules import match_mask
+from compkit.retrieval.candidates import MemberSearch, combined_search, merge_lists
+from compkit.retrieval.single import OOFNeighbors
+from compkit.tuning.combined import suggest_combined
+from compkit.tuning.study import match_evaluator, suggest_params
 
 CONFIG = """
 slug = "union-test"
@@ -137,7 +137,7 @@ def test_jointly_tuned_union_beats_each_member_alone_on_complementary_embeddings
         neighbors = OOFNeighbors(np.arange(len(labels)), labels, np.zeros(len(labels)), *_brute(matrix, depth), "all")
         alone.append(best(match_evaluator(neighbors, max_matches=depth), lambda t: suggest_params(t, config)))
     union = UnionMatchF1(self_search(embeddings, depth), ["words", "hash"], labels, max_matches=depth)
-    together = best(union, lambda trial: suggest_derived(trial, config, config.model("both")))
+    together = best(union, lambda trial: suggest_combined(trial, config, config.model("both")))
     assert max(alone) < 0.85 and together > max(alone) + 0.1
 
 

@@ -62,7 +62,7 @@ def fetch(
     workspace: WorkspaceBase = None,
 ) -> None:
     """Download (or copy, or generate) the competition's data into the workspace."""
-    from compkit.fetch import fetch_competition
+    from compkit.data.fetch import fetch_competition
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
@@ -82,7 +82,7 @@ def folds(
     workspace: WorkspaceBase = None,
 ) -> None:
     """Assign every training row to a fold and print the fold sizes."""
-    from compkit.folds import build_folds
+    from compkit.data.folds import build_folds
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)

@@ -54,10 +54,10 @@ def ensemble(
 
     Without CSVs, --weights or --vote-threshold, the tuned weights of tuning/ensemble.json are used while fresh.
     """
-    from compkit.data import load_test
-    from compkit.ensemble import ensemble as combine
-    from compkit.ensemble import write_ensemble
-    from compkit.ensemble_tuning import TUNED_METHODS, ensemble_models, read_tuned_ensemble, tune_ensemble
+    from compkit.data.tables import load_test
+    from compkit.ensemble.vote import ensemble as combine
+    from compkit.ensemble.vote import write_ensemble
+    from compkit.ensemble.weights import TUNED_METHODS, ensemble_models, read_tuned_ensemble, tune_ensemble
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
@@ -99,7 +99,7 @@ def ensemble(
 
 def _print_scores(config, space: Workspace, names: list[str], paths: list[Path], target: Path, result, tuned) -> None:
     """Print every input's weight, OOF score (when tuned) and test score (when there is a solution)."""
-    from compkit.ensemble_tuning import solution_scores
+    from compkit.ensemble.weights import solution_scores
 
     test = solution_scores(config, space, {**dict(zip(names, paths, strict=True)), "ensemble": target})
     if tuned is None and not test:
@@ -120,7 +120,7 @@ def _score(value: float | None) -> str:
 
 
 def _model_names(config, space: Workspace) -> list[str]:
-    from compkit.ensemble_tuning import ensemble_models
+    from compkit.ensemble.weights import ensemble_models
 
     found = ensemble_models(config, space)
     if len(found) < 2:
@@ -140,8 +140,8 @@ def _parse_weights(weights: str | None) -> list[float] | None:
 
 def _embedding_ensemble(config, space: Workspace, method: str, models, weights, trials: int, output, misused) -> None:
     """--method concat|score: tune and predict the embedding-level ensemble of the models' cached embeddings."""
-    from compkit.embedding_ensemble import embedding_ensemble
-    from compkit.ensemble import ensemble_csv_inputs
+    from compkit.ensemble.embedding_level import embedding_ensemble
+    from compkit.ensemble.vote import ensemble_csv_inputs
     from compkit.workspace import write_bytes, write_manifest
 
     if misused:

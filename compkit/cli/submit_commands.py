@@ -80,7 +80,7 @@ def submit(
 def submit_file(config, space: Workspace, *, file: Path | None, message: str | None, dry_run: bool, wait: bool,
                 timeout: float) -> None:
     """Plan, upload and (with `wait`) follow one submission, printing as `compkit submit` does."""
-    from compkit.submit import PollPolicy, plan_submission, submit, wait_for_score
+    from compkit.submit.upload import PollPolicy, plan_submission, submit, wait_for_score
 
     plan = plan_submission(config, space, path=file, message=message)
     cv = "-" if plan.cv_score is None else f"{plan.cv_score:.6f}"
@@ -112,8 +112,8 @@ def submissions(
     workspace: WorkspaceBase = None,
 ) -> None:
     """Show the ledger: every submission attempt with its CV (OOF) score next to Kaggle's public score."""
-    from compkit.ledger import read_ledger
-    from compkit.submit import refresh_ledger
+    from compkit.submit.ledger import read_ledger
+    from compkit.submit.upload import refresh_ledger
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
@@ -142,7 +142,7 @@ def _submit_kernel(competition: str, config, space: Workspace, *, kernel_id: str
                    weights_dataset: str | None, extra_wheels: list[Path], placeholder_rows: int, message: str | None,
                    dry_run: bool) -> None:
     """Write the kernel folder, then (unless dry_run) push it, printing where it is and what Kaggle said."""
-    from compkit.kernel import kernel_spec, push_kernel, write_kernel
+    from compkit.submit.kernel import kernel_spec, push_kernel, write_kernel
 
     spec = kernel_spec(kernel_id=kernel_id, wheels_dataset=wheels_dataset, weights_dataset=weights_dataset,
                        placeholder_rows=placeholder_rows, extra_wheels=extra_wheels, slug=config.slug)

@@ -48,7 +48,7 @@ def embed(
 
 
 def _run(competition, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool) -> None:
-    from compkit.training.runner import parse_folds, run_models
+    from compkit.embeddings.runner import parse_folds, run_models
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)

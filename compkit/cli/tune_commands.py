@@ -39,7 +39,7 @@ def tune_threshold(
     workspace: WorkspaceBase = None,
 ) -> None:
     """Tune each model's post-processing on its OOF neighbours with Optuna; write the best parameters."""
-    from compkit.tuning import tune_model
+    from compkit.tuning.study import tune_model
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)

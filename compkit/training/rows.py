@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from compkit.config import CompetitionConfig
-from compkit.data import load_train
+from compkit.data.folds import FOLD_COLUMN, load_folds
+from compkit.data.tables import load_train
 from compkit.errors import ConfigError, StaleArtifactError
-from compkit.folds import FOLD_COLUMN, load_folds
 from compkit.schema import to_plain
 from compkit.workspace import Workspace, read_manifest
 

@@ -1,0 +1,195 @@
+"""`compkit fetch`: get a competition's files into `data/` atomically, or do nothing when they are intact."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compkit.config import CompetitionConfig
+from compkit.data.sources import DataSource, human_size
+from compkit.data.tables import data_inputs
+from compkit.errors import ConfigError, DataError
+from compkit.kaggle_client import RetryPolicy
+from compkit.progress import NO_PROGRESS, Progress
+from compkit.workspace import Workspace, is_fresh, read_manifest, remove_path, replace_directory, write_manifest
+
+SOURCES = ("kaggle", "local", "synthetic")
+SCRATCH_PREFIX = ".fetch-"
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    source: str
+    skipped: bool  # True when the data was already intact and nothing was fetched
+    n_files: int
+    n_bytes: int
+    data_dir: Path
+    message: str
+
+
+def fetch_competition(
+    config: CompetitionConfig,
+    workspace: Workspace,
+    *,
+    source: str | None = None,
+    path: Path | None = None,
+    force: bool = False,
+    progress: Progress = NO_PROGRESS,
+    retry: RetryPolicy | None = None,
+) -> FetchResult:
+    """Return what was fetched into `workspace.data_dir`; on any failure data/ is left as it was.
+
+    The files are written to a staging folder beside data/, checked against the config's expected files,
+    then swapped in with their manifest. Unless `force`, nothing is fetched when the manifest says the data
+    came from the same origin (same Kaggle file listing, same local files, same synthetic settings) and the
+    files on disk still match it.
+    """
+    name = source or config.source
+    if path is not None and name != "local":
+        raise ConfigError(f"--path is for --source local; {config.slug} would fetch from {name}")
+    data_source = make_source(name, config, path=path, retry=retry, progress=progress)
+    origin = data_source.origin()
+    data_dir = workspace.data_dir
+    if not force and is_intact(config, workspace, source=name, origin=origin):
+        manifest = read_manifest(data_dir) or {}
+        n_files, n_bytes = manifest.get("n_files", 0), manifest.get("n_bytes", 0)
+        message = (
+            f"{config.slug}: data already up to date ({n_files:,} files, {human_size(n_bytes)} from "
+            f"{data_source.description}); nothing fetched (use --force to fetch again)"
+        )
+        return FetchResult(name, skipped=True, n_files=n_files, n_bytes=n_bytes, data_dir=data_dir, message=message)
+
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_scratch(workspace.root)
+    scratch = workspace.root / f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
+    staging = Workspace(scratch).data_dir
+    try:
+        staging.mkdir(parents=True)
+        data_source.fill(staging, scratch / "download", progress)
+        _hoist_single_folder(staging, config)
+        check_expected_files(config, staging, data_source.description)
+        inputs = data_inputs(config, Workspace(scratch))
+        n_files, n_bytes = _count_files(staging)
+        replace_directory(staging, data_dir)
+        write_manifest(data_dir, inputs, source=name, origin=origin, n_files=n_files, n_bytes=n_bytes)
+    finally:
+        remove_path(scratch)
+    message = f"{config.slug}: fetched {n_files:,} files ({human_size(n_bytes)}) from {data_source.description}"
+    return FetchResult(name, skipped=False, n_files=n_files, n_bytes=n_bytes, data_dir=data_dir, message=message)
+
+
+def make_source(
+    name: str, config: CompetitionConfig, *, path: Path | None, retry: RetryPolicy | None, progress: Progress
+) -> DataSource:
+    """Return the data source called `name` for this competition."""
+    if name == "kaggle":
+        from compkit.data.sources.kaggle import KaggleSource
+
+        return KaggleSource(config.kaggle or config.slug, retry=retry, progress=progress)
+    if name == "local":
+        from compkit.data.sources.local import LocalSource
+
+        return LocalSource(path)
+    if name == "synthetic":
+        if config.synthetic is None:
+            raise ConfigError(f"{config.slug}: --source synthetic needs a [synthetic] table in competition.toml")
+        return SyntheticSource(config)
+    raise ConfigError(f"unknown source {name!r} (choose from: {', '.join(SOURCES)})")
+
+
+def is_intact(config: CompetitionConfig, workspace: Workspace, *, source: str, origin: dict[str, Any]) -> bool:
+    """Return True when data/ came from `source` with this `origin` and its files still match its manifest."""
+    manifest = read_manifest(workspace.data_dir)
+    if manifest is None or manifest.get("source") != source or manifest.get("origin") != origin:
+        return False
+    return is_fresh(workspace.data_dir, data_inputs(config, workspace))
+
+
+def expected_files(config: CompetitionConfig) -> list[tuple[str, bool]]:
+    """Return (relative path, is_folder) of what the config says the data folder holds."""
+    tables = [config.data.train, config.data.sample_submission, config.data.test, config.data.solution]
+    expected = [(name, False) for name in tables if name]
+    if config.columns.image:
+        expected += [(config.data.train_images, True), (config.data.test_images, True)]
+    return expected
+
+
+def check_expected_files(config: CompetitionConfig, folder: Path, description: str) -> None:
+    """Raise DataError naming the first file the config expects that `folder` lacks."""
+    for name, is_folder in expected_files(config):
+        target = folder / name
+        if target.is_dir() if is_folder else target.is_file():
+            continue
+        found = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+        listing = ", ".join(found[:8]) + (", ..." if len(found) > 8 else "") if found else "nothing"
+        kind = "folder" if is_folder else "file"
+        raise DataError(f"{description} has no {kind} {name!r}, which {config.slug} expects (found: {listing})")
+
+
+class SyntheticSource:
+    """Generates a demo competition on this machine; `origin` is the generator and its settings."""
+
+    name = "synthetic"
+
+    def __init__(self, config: CompetitionConfig) -> None:
+        assert config.synthetic is not None
+        self.task = config.task
+        self.settings = config.synthetic
+        self.description = f"the synthetic {config.task} generator (seed {config.synthetic.seed})"
+
+    def origin(self) -> dict[str, Any]:
+        from compkit.data.sources.synthetic import GENERATOR_VERSION
+
+        return {"generator": self.task, "version": GENERATOR_VERSION, **dataclasses.asdict(self.settings)}
+
+    def fill(self, staging: Path, scratch: Path, progress: Progress) -> None:
+        if self.task == "match":
+            from compkit.data.sources.synthetic.match import generate_match as generate
+        else:
+            from compkit.data.sources.synthetic.identify import generate_identify as generate
+        settings = self.settings
+        progress.log(
+            f"generating synthetic {self.task} data: {settings.n_train_groups} train and {settings.n_test_groups} "
+            f"test groups, {settings.image_size}px images, seed {settings.seed}"
+        )
+        generate(
+            staging,
+            seed=settings.seed,
+            n_train_groups=settings.n_train_groups,
+            n_test_groups=settings.n_test_groups,
+            image_size=settings.image_size,
+        )
+
+
+def _hoist_single_folder(staging: Path, config: CompetitionConfig) -> None:
+    """Move the contents of a lone top-level folder up when the expected files are inside it (zipped folders)."""
+    entries = list(staging.iterdir())
+    train = config.data.train
+    if len(entries) != 1 or not entries[0].is_dir() or (staging / train).exists():
+        return
+    if not (entries[0] / train).is_file():
+        return
+    lifted = staging.with_name(staging.name + ".lifted")
+    os.replace(entries[0], lifted)
+    staging.rmdir()
+    os.replace(lifted, staging)
+
+
+def _count_files(folder: Path) -> tuple[int, int]:
+    n_files = n_bytes = 0
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            n_files += 1
+            n_bytes += os.path.getsize(os.path.join(directory, name))
+    return n_files, n_bytes
+
+
+def _remove_abandoned_scratch(root: Path) -> None:
+    """Remove scratch folders left by a fetch that was killed before it could clean up."""
+    for leftover in root.glob(f"{SCRATCH_PREFIX}*"):
+        if leftover.is_dir():
+            remove_path(leftover)

@@ -1,0 +1,256 @@
+"""Cross-validation folds built on scikit-learn's splitters, and the workspace's folds.csv.
+
+`make_folds` returns a fold number per row, deterministic for a seed:
+
+- "group": GroupKFold(shuffle=True) over `group_column` (default `label_column`): no group crosses folds. The
+  match default groups by label_group, so a validation fold's products are unseen in training, as in the test.
+- "stratified": StratifiedKFold(shuffle=True) by `label_column`, the identify default. Labels with fewer rows
+  than n_splits cannot be stratified and are handled explicitly, with a warning giving their counts: their
+  rows are dealt round-robin over the folds, smallest fold first, each label's rows consecutively. So a label
+  with c < n_splits rows lands in c distinct folds (each of its rows keeps c - 1 training rows of the same
+  label), and the single-row labels even out the fold sizes. A single-row label is absent from the training
+  folds when its fold is validated: it scores as `new_individual`, which mirrors the test set.
+- "stratified-group": StratifiedGroupKFold(shuffle=True): stratified by `label_column`, no `group_column`
+  value crosses folds. `build_folds` uses it to keep each label (individual) in one fold, stratified by
+  species (columns.species).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import pandas as pd
+
+from compkit.config import CompetitionConfig, FoldSettings, FoldStrategy
+from compkit.data.tables import load_train, read_table
+from compkit.errors import ConfigError, DataError, StaleArtifactError
+from compkit.workspace import Workspace, file_sha256, is_fresh, read_manifest, write_csv, write_manifest
+
+STRATEGIES: tuple[str, ...] = get_args(FoldStrategy)
+FOLD_COLUMN = "fold"
+
+
+@dataclass(frozen=True)
+class FoldsResult:
+    """What `build_folds` wrote: the folds table and a per-fold summary for display."""
+
+    path: Path
+    strategy: FoldStrategy
+    n_splits: int
+    seed: int
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def make_folds(
+    frame: pd.DataFrame,
+    *,
+    strategy: FoldStrategy,
+    n_splits: int,
+    seed: int,
+    label_column: str,
+    group_column: str | None = None,
+) -> np.ndarray:
+    """Return the fold number (0 to n_splits - 1) of each row of `frame`."""
+    _check_split_request(frame, strategy=strategy, n_splits=n_splits, columns=[label_column, group_column])
+    labels = frame[label_column].to_numpy()
+    if strategy == "stratified":
+        return _stratified_folds(labels, n_splits=n_splits, seed=seed, label_column=label_column)
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    if strategy == "stratified-group" and group_column is None:
+        raise ConfigError("strategy 'stratified-group' needs a group column")
+    group_column = group_column or label_column
+    groups = frame[group_column].to_numpy()
+    n_groups = len(pd.unique(groups))
+    if n_groups < n_splits:
+        raise DataError(
+            f"{strategy} folds need at least n_splits groups, got n_splits={n_splits} "
+            f"with {n_groups} distinct {group_column} values"
+        )
+    if strategy == "group":
+        splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return _folds_from_splits(splitter.split(np.zeros(len(frame)), labels, groups), len(frame))
+
+
+def _check_split_request(frame: pd.DataFrame, *, strategy: str, n_splits: int, columns: list[str | None]) -> None:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown fold strategy {strategy!r} (choose {', '.join(STRATEGIES)})")
+    _check_n_splits(n_splits)
+    for column in columns:
+        if column is not None and column not in frame.columns:
+            raise ConfigError(f"fold column {column!r} is not in the table (columns: {', '.join(frame.columns)})")
+    if len(frame) < n_splits:
+        raise DataError(f"cannot split {len(frame)} rows into n_splits={n_splits} folds")
+
+
+def _check_n_splits(n_splits: Any) -> None:
+    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
+        raise ConfigError(f"k-fold cross-validation requires n_splits >= 2, got n_splits={n_splits!r}")
+
+
+def _folds_from_splits(splits: Any, n_rows: int) -> np.ndarray:
+    folds = np.full(n_rows, -1, dtype=np.int64)
+    for fold, (_, validation_rows) in enumerate(splits):
+        folds[validation_rows] = fold
+    return folds
+
+
+def _stratified_folds(labels: np.ndarray, *, n_splits: int, seed: int, label_column: str) -> np.ndarray:
+    """Return StratifiedKFold folds for labels with >= n_splits rows, rarer labels dealt as the docstring says."""
+    from sklearn.model_selection import StratifiedKFold
+
+    codes, uniques = pd.factorize(labels, use_na_sentinel=False)
+    sizes = np.bincount(codes)
+    row_is_common = sizes[codes] >= n_splits
+    folds = np.full(len(labels), -1, dtype=np.int64)
+    common_rows = np.flatnonzero(row_is_common)
+    if len(common_rows):
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(common_rows)), codes[common_rows])
+        folds[common_rows] = _folds_from_splits(splits, len(common_rows))
+    rare_rows = np.flatnonzero(~row_is_common)
+    if len(rare_rows):
+        rare_labels = int((sizes < n_splits).sum())
+        singletons = int((sizes == 1).sum())
+        warnings.warn(
+            f"{rare_labels} of {len(uniques)} {label_column} values have fewer than n_splits={n_splits} rows "
+            f"({singletons} have one; {len(rare_rows)} rows in all): they are spread over distinct folds instead "
+            "of stratified, and single-row ones are unseen in training when their fold is validated",
+            UserWarning,
+            stacklevel=3,
+        )
+        folds[rare_rows] = _deal_rare_rows(codes[rare_rows], folds[common_rows], n_splits=n_splits, seed=seed)
+    return folds
+
+
+def _deal_rare_rows(rare_codes: np.ndarray, common_folds: np.ndarray, *, n_splits: int, seed: int) -> np.ndarray:
+    """Return folds for rare rows: dealt round-robin, smallest folds first, each label's rows consecutively."""
+    rng = np.random.default_rng(seed)
+    label_order = rng.permutation(rare_codes.max() + 1)
+    # Sort rows by the shuffled rank of their label; stable, so a label's rows stay together and in file order.
+    deal_order = np.argsort(label_order[rare_codes], kind="stable")
+    fold_order = np.argsort(np.bincount(common_folds, minlength=n_splits), kind="stable")
+    folds = np.empty(len(rare_codes), dtype=np.int64)
+    folds[deal_order] = fold_order[np.arange(len(rare_codes)) % n_splits]
+    return folds
+
+
+def fold_settings(
+    config: CompetitionConfig, *, n_splits: int | None = None, strategy: str | None = None, seed: int | None = None
+) -> FoldSettings:
+    """Return the fold settings to use: the given overrides, else the config's (strategy defaulting by task)."""
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ConfigError(f"unknown fold strategy {strategy!r} (choose {', '.join(STRATEGIES)})")
+    n_splits = config.folds.n_splits if n_splits is None else n_splits
+    _check_n_splits(n_splits)
+    seed = config.folds.seed if seed is None else seed
+    return FoldSettings(n_splits=n_splits, strategy=strategy or config.fold_strategy, seed=seed)
+
+
+def folds_inputs(config: CompetitionConfig, workspace: Workspace, settings: FoldSettings) -> dict[str, Any]:
+    """Return what folds.csv is made from: the training table's hash, the fixes, columns and fold settings.
+
+    The hash is the one `compkit.data.data_inputs` records for the train table, computed alone so that a
+    freshness check does not hash the other tables nor list the image folders. `settings` may be the config's
+    own (strategy None: the task's default), as `status` passes them.
+    """
+    settings = replace(settings, strategy=settings.strategy or config.fold_strategy)
+    train_path = workspace.data_dir / config.data.train
+    return {
+        "train": {"file": config.data.train, "sha256": file_sha256(train_path) if train_path.is_file() else None},
+        "fixes": config.fixes,
+        "columns": {"id": config.columns.id, "label": config.columns.label},
+        "split_by": dict(zip(("stratify", "group"), _split_columns(config, settings), strict=True)),
+        "folds": asdict(settings),
+    }
+
+
+def _split_columns(config: CompetitionConfig, settings: FoldSettings) -> tuple[str | None, str | None]:
+    """Return (stratify-by, group-by) columns: stratified-group stratifies by species, grouping by label."""
+    if settings.strategy == "stratified-group":
+        return config.columns.species, config.columns.label
+    if settings.strategy == "group":
+        return None, config.columns.label
+    return config.columns.label, None
+
+
+def build_folds(
+    config: CompetitionConfig,
+    workspace: Workspace,
+    *,
+    n_splits: int | None = None,
+    strategy: str | None = None,
+    seed: int | None = None,
+) -> FoldsResult:
+    """Return the folds of the training table, written to workspace.folds_path with its manifest."""
+    settings = fold_settings(config, n_splits=n_splits, strategy=strategy, seed=seed)
+    train = load_train(config, workspace)
+    id_column, label_column = config.columns.id, config.columns.label
+    stratify_by, group_by = _split_columns(config, settings)
+    if settings.strategy == "stratified-group" and stratify_by is None:
+        raise ConfigError(f"{config.slug}: strategy 'stratified-group' stratifies by columns.species, which is unset")
+    fold = make_folds(
+        train,
+        strategy=settings.strategy,
+        n_splits=settings.n_splits,
+        seed=settings.seed,
+        label_column=stratify_by or label_column,
+        group_column=group_by,
+    )
+    folds = pd.DataFrame({id_column: train[id_column], label_column: train[label_column], FOLD_COLUMN: fold})
+    write_csv(workspace.folds_path, folds)
+    write_manifest(workspace.folds_path, folds_inputs(config, workspace, settings), rows=len(folds))
+    return FoldsResult(
+        path=workspace.folds_path,
+        strategy=settings.strategy,
+        n_splits=settings.n_splits,
+        seed=settings.seed,
+        folds=folds,
+        summary=summarize_folds(folds, label_column=label_column),
+    )
+
+
+def summarize_folds(folds: pd.DataFrame, *, label_column: str) -> pd.DataFrame:
+    """Return one row per fold: rows, labels, and labels (and their rows) found in no other fold."""
+    folds_per_label = folds.groupby(label_column)[FOLD_COLUMN].nunique()
+    only_here = folds[label_column].map(folds_per_label).to_numpy() == 1
+    marked = folds.assign(_only_here=only_here)
+    by_fold = marked.groupby(FOLD_COLUMN)
+    summary = pd.DataFrame(
+        {
+            "rows": by_fold.size(),
+            "labels": by_fold[label_column].nunique(),
+            "unseen_labels": marked[only_here].groupby(FOLD_COLUMN)[label_column].nunique(),
+            "unseen_rows": by_fold["_only_here"].sum(),
+        }
+    )
+    return summary.fillna(0).astype(int).rename_axis(FOLD_COLUMN).reset_index()
+
+
+def load_folds(config: CompetitionConfig, workspace: Workspace) -> pd.DataFrame:
+    """Return folds.csv (id, label, fold as int), raising StaleArtifactError when it is missing or stale."""
+    path = workspace.folds_path
+    hint = f"(run: compkit folds -c {config.slug})"
+    manifest = read_manifest(path)
+    if manifest is None:
+        state = "no folds yet" if not path.exists() else "no readable manifest beside it"
+        raise StaleArtifactError(f"{path}: {state} {hint}")
+    try:
+        settings = FoldSettings(**manifest["inputs"]["folds"])
+    except (KeyError, TypeError):
+        raise StaleArtifactError(f"{path}: manifest without fold settings {hint}") from None
+    if not is_fresh(path, folds_inputs(config, workspace, settings)):
+        raise StaleArtifactError(f"{path}: stale, the training data or config changed since it was made {hint}")
+    folds = read_table(path, required=[config.columns.id, config.columns.label, FOLD_COLUMN])
+    fold = pd.to_numeric(folds[FOLD_COLUMN], errors="coerce")
+    if fold.isna().any() or (fold < 0).any() or (fold >= settings.n_splits).any():
+        row = int((fold.isna() | (fold < 0) | (fold >= settings.n_splits)).to_numpy().argmax())
+        raise DataError(f"{path}: row {row + 1}: bad fold {folds[FOLD_COLUMN].iloc[row]!r} {hint}")
+    return folds.assign(**{FOLD_COLUMN: fold.astype(np.int64)})

@@ -1,0 +1,200 @@
+"""The embedding cache: OOF and test embeddings per model and fold, reused while fresh, loaded memory-mapped.
+
+Layout under `embeddings/<model>/fold<k>/`: `oof_ids.npy` + `oof.npy` (sparse `oof.npz` for TF-IDF) for the
+rows of fold k, `test.npy`/`test.npz` from that fold's model, and for identify tasks `train.npy`: every
+training row embedded by fold k's model, the gallery that fold's queries (and the test images) search.
+Test embeddings of the fold models are combined on load (mean, renormalised; TF-IDF is refitted on all rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from compkit.config import CompetitionConfig, ModelConfig
+from compkit.data.tables import load_test
+from compkit.errors import StaleArtifactError
+from compkit.progress import NO_PROGRESS, Progress
+from compkit.training.rows import fold_rows, upstream_fingerprint
+from compkit.workspace import Workspace, atomic_path, file_sha256, is_fresh, write_manifest
+
+NEURAL_KINDS = ("image", "text")
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    model: str
+    fold: int
+    skipped: bool
+    directory: Path
+
+
+def fold_dir_inputs(config: CompetitionConfig, model: ModelConfig, fold: int, workspace: Workspace) -> dict:
+    """Return what a fold's cached embeddings are made from (checkpoint hash for trained models)."""
+    from compkit.schema import to_plain
+
+    inputs = {
+        "model": to_plain(model),
+        "fold": fold,
+        "dtype": config.embeddings.dtype,
+        "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
+        "folds": upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}"),
+    }
+    if model.kind in NEURAL_KINDS:
+        run_dir = workspace.model_dir(model.name, fold)
+        hint = f"run: compkit train -c {config.slug} --fold {fold} --model {model.name}"
+        inputs["trained"] = upstream_fingerprint(run_dir, hint)
+        inputs["checkpoint_sha256"] = file_sha256(run_dir / "best.pt")
+    return inputs
+
+
+def embed_model_fold(
+    config: CompetitionConfig,
+    model: ModelConfig,
+    fold: int,
+    workspace: Workspace,
+    *,
+    device: str = "auto",
+    force: bool = False,
+    progress: Progress = NO_PROGRESS,
+) -> EmbeddingResult:
+    """Write fold `fold`'s OOF and test embeddings for `model` unless they are fresh; return where they are."""
+    directory = workspace.embeddings_dir(model.name, fold)
+    inputs = fold_dir_inputs(config, model, fold, workspace)
+    if not force and is_fresh(directory, inputs):
+        return EmbeddingResult(model.name, fold, True, directory)
+    rows = fold_rows(config, workspace, fold)
+    test = load_test(config, workspace)
+    train_ids = rows.frame[config.columns.id].to_numpy(dtype=str)
+    with atomic_path(directory) as staging:
+        staging.mkdir(parents=True)
+        np.save(staging / "oof_ids.npy", train_ids[rows.valid])
+        gallery = None
+        if model.kind in NEURAL_KINDS:
+            oof, test_vectors, gallery = _neural_embeddings(
+                config, model, fold, workspace, rows, test, device, progress
+            )
+        elif model.kind == "tfidf":
+            oof, test_vectors = _tfidf_embeddings(config, model, rows, test)
+        else:
+            oof, test_vectors = _phash_embeddings(config, rows, test)
+        _save_matrix(staging / "oof", oof, config.embeddings.dtype)
+        _save_matrix(staging / "test", test_vectors, config.embeddings.dtype)
+        if gallery is not None:
+            _save_matrix(staging / "train", gallery, config.embeddings.dtype)
+    write_manifest(directory, inputs, rows=len(rows.valid), test_rows=len(test))
+    return EmbeddingResult(model.name, fold, False, directory)
+
+
+def _neural_embeddings(config, model, fold, workspace, rows, test, device, progress):
+
+    from compkit.models.factory import build_embedder
+    from compkit.training.checkpoint import BEST_FILE, load_state
+    from compkit.training.evaluate import embed_dataset
+    from compkit.training.loop import autocast_dtype, resolve_device
+
+    if model.kind == "image":
+        model = dataclasses.replace(model, pretrained=False, pretrained_path=None)
+    build = build_embedder(model, config.columns)
+    state = load_state(workspace.model_dir(model.name, fold) / BEST_FILE)
+    build.embedder.load_state_dict(state["embedder"])
+    torch_device = resolve_device(device)
+    build.embedder.to(torch_device)
+    options = {
+        "device": torch_device,
+        "batch_size": model.train.batch_size * 2,
+        "autocast_dtype": autocast_dtype(model.train.amp, torch_device),
+        "progress": progress,
+    }
+    train_inputs = build.inputs(rows.frame, workspace.data_dir / config.data.train_images)
+    test_inputs = build.inputs(test, workspace.data_dir / config.data.test_images)
+    unlabelled = np.full(len(test), -1)
+    oof = embed_dataset(build.embedder, train_inputs.dataset(rows.valid, rows.valid_labels, train=False),
+                        description=f"{model.name} fold {fold} oof", **options)
+    test_vectors = embed_dataset(build.embedder, test_inputs.dataset(np.arange(len(test)), unlabelled, train=False),
+                                 description=f"{model.name} fold {fold} test", **options)
+    gallery = None
+    if config.task == "identify":
+        every_row = np.arange(len(rows.frame))
+        every_row_set = train_inputs.dataset(every_row, np.full(len(every_row), -1), train=False)
+        description = f"{model.name} fold {fold} gallery"
+        gallery = embed_dataset(build.embedder, every_row_set, description=description, **options)
+    return oof, test_vectors, gallery
+
+
+def _tfidf_embeddings(config, model, rows, test):
+    from compkit.models.tfidf import fit_transform
+
+    texts = rows.frame[config.columns.text].astype(str).tolist()
+    fit_texts = [texts[i] for i in rows.train]
+    test_texts = test[config.columns.text].astype(str).tolist()
+    return fit_transform(model, fit_texts, [texts[i] for i in rows.valid], test_texts)
+
+
+def _phash_embeddings(config, rows, test):
+    from compkit.models.phash import phash_vectors
+
+    column = config.columns.phash
+    return phash_vectors(rows.frame[column].to_numpy()[rows.valid]), phash_vectors(test[column].to_numpy())
+
+
+def _save_matrix(stem: Path, matrix, dtype: str) -> None:
+    if sp.issparse(matrix):
+        sp.save_npz(stem.with_suffix(".npz"), matrix.tocsr().astype(np.float32))
+    else:
+        np.save(stem.with_suffix(".npy"), np.asarray(matrix, dtype=np.dtype(dtype)))
+
+
+def _load_matrix(stem: Path, *, mmap: bool = True):
+    if stem.with_suffix(".npz").is_file():
+        return sp.load_npz(stem.with_suffix(".npz")).tocsr()
+    return np.load(stem.with_suffix(".npy"), mmap_mode="r" if mmap else None)
+
+
+def _require_fresh(config, model, fold, workspace) -> Path:
+    directory = workspace.embeddings_dir(model.name, fold)
+    if not is_fresh(directory, fold_dir_inputs(config, model, fold, workspace)):
+        raise StaleArtifactError(
+            f"{directory}: embeddings missing or stale (run: compkit embed -c {config.slug} --model {model.name})"
+        )
+    return directory
+
+
+def load_fold_embeddings(config, model, fold: int, workspace: Workspace):
+    """Return (ids, oof matrix, test matrix) of one fold, memory-mapped where dense."""
+    directory = _require_fresh(config, model, fold, workspace)
+    return np.load(directory / "oof_ids.npy"), _load_matrix(directory / "oof"), _load_matrix(directory / "test")
+
+
+def load_gallery(config, model, fold: int, workspace: Workspace) -> np.ndarray:
+    """Return every training row embedded by fold `fold`'s model (identify tasks), memory-mapped."""
+    return _load_matrix(_require_fresh(config, model, fold, workspace) / "train")
+
+
+def combined_gallery_embeddings(config, model, workspace: Workspace, folds: list[int]) -> np.ndarray:
+    """Return the training rows' embedding averaged over the fold models, renormalised (identify tasks)."""
+    return _mean_normalised(load_gallery(config, model, fold, workspace) for fold in folds)
+
+
+def _mean_normalised(matrices) -> np.ndarray:
+    total = None
+    for matrix in matrices:
+        total = np.asarray(matrix, dtype=np.float32) + (0 if total is None else total)
+    return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+
+
+def combined_test_embeddings(config, model, workspace: Workspace, folds: list[int]):
+    """Return the test embedding of `model`: the fold models' mean renormalised (TF-IDF: refit on all rows)."""
+    if model.kind == "tfidf":
+        from compkit.data.tables import load_train
+        from compkit.models.tfidf import fit_transform
+
+        train = load_train(config, workspace)
+        test = load_test(config, workspace)
+        column = config.columns.text
+        return fit_transform(model, train[column].astype(str).tolist(), test[column].astype(str).tolist())[0]
+    return _mean_normalised(load_fold_embeddings(config, model, fold, workspace)[2] for fold in folds)

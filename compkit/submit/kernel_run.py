@@ -1,0 +1,171 @@
+"""What a compkit kernel runs inside Kaggle, offline: the trained workspace applied to the attached test set.
+
+The weights dataset holds the workspace's folds, trained checkpoints and tuned parameters (with their Optuna
+study). The competition's files are fetched from /kaggle/input (`--source local`); every model's embeddings
+are rebuilt from its checkpoints (no training: the new test files make the cached ones stale), its tuned
+parameters re-read from its study, and the CSVs predicted and ensembled as `compkit run` does. The OOF (CV)
+scores are those of this run's own OOF predictions.
+
+While the visible test set is Kaggle's placeholder (a few rows: the hidden one only appears when Kaggle reruns
+the notebook to score it), the training set stands in for the test set, as competitors' notebooks do: the
+whole test path runs at full scale, its run time shows whether the hidden set will fit the time limit, and
+its predictions are scored against the training labels. That score checks the test path; it is no estimate
+of the leaderboard (the models saw most of those rows): the OOF scores are.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from compkit.config import CompetitionConfig, load_config
+from compkit.data.tables import read_table
+from compkit.errors import DataError
+from compkit.progress import NO_PROGRESS, Progress
+from compkit.workspace import Workspace, read_json, remove_path, write_bytes, write_csv
+
+WEIGHTS_CONFIG = "competition.toml"
+WEIGHTS_MARKER = "compkit-kernel.json"
+WEIGHTS_WORKSPACE = "workspace"
+SUBMISSION_FILE = "submission.csv"
+TRAIN_AS_TEST_DIR = "train-as-test"
+
+
+@dataclass(frozen=True)
+class KernelRunResult:
+    """The kernel's submission file and the scores it can tell before Kaggle scores it."""
+
+    submission: Path
+    source: str  # "ensemble" or the only model's name
+    test_rows: int
+    placeholder: bool  # the visible test set was the placeholder: the training set stood in for it
+    oof_scores: dict[str, float]
+    train_as_test_score: float | None
+
+    def summary(self) -> str:
+        """Return a few lines for the kernel's log."""
+        lines = [f"{self.submission}: {self.test_rows} rows from {self.source}"]
+        lines += [f"CV (OOF) {name}: {score:.6f}" for name, score in self.oof_scores.items()]
+        if self.train_as_test_score is not None:
+            lines.append(f"placeholder test set: the training set stood in for it; {self.source} scores "
+                         f"{self.train_as_test_score:.6f} on it (a check of the test path, not an estimate: the "
+                         "models saw most of these rows)")
+        return "\n".join(lines)
+
+
+def run_kernel(
+    *,
+    weights_dir: Path,
+    competition_dir: Path,
+    working_dir: Path,
+    placeholder_rows: int = 3,
+    device: str = "auto",
+    progress: Progress = NO_PROGRESS,
+    log: Callable[[str], None] = lambda message: None,
+) -> KernelRunResult:
+    """Predict the competition's test set with the weights dataset's models; write working_dir/submission.csv."""
+    from compkit.data.fetch import fetch_competition
+    from compkit.data.tables import load_test
+    from compkit.embeddings.runner import run_models
+    from compkit.predict import predict_model
+    from compkit.scoring import score_submission
+    from compkit.tuning.study import tune_model
+
+    weights_dir, working_dir = Path(weights_dir), Path(working_dir)
+    config = load_config(str(weights_dir / WEIGHTS_CONFIG))
+    workspace = Workspace(working_dir / "work" / config.slug)
+    restore_weights(weights_dir / WEIGHTS_WORKSPACE, workspace.root)
+    visible_rows = count_test_rows(config, Path(competition_dir))
+    placeholder = visible_rows <= placeholder_rows
+    source_dir = Path(competition_dir)
+    if placeholder:
+        log(f"the visible test set has {visible_rows} rows (a placeholder): the training set stands in for it")
+        source_dir = train_as_test_view(config, source_dir, working_dir / TRAIN_AS_TEST_DIR)
+    log(fetch_competition(config, workspace, source="local", path=source_dir, progress=progress).message)
+    run_models(config, workspace, folds=list(range(config.folds.n_splits)), embed_only=True, device=device,
+               progress=progress)
+    for model in config.models:
+        stored = read_json(workspace.tuned_params(model.name))
+        tune_model(config, workspace, model, trials=0, study_name=stored["study"], candidates=stored["candidates"],
+                   progress=progress)
+        predict_model(config, workspace, model)
+        log(f"{model.name}: predicted")
+    final, source, oof_scores = _final_csv(config, workspace, progress)
+    write_bytes(working_dir / SUBMISSION_FILE, final.read_bytes())
+    train_as_test = None
+    if placeholder:
+        truth = workspace.data_dir / config.data.train
+        train_as_test = score_submission(config, workspace, final, solution_path=truth).score
+    return KernelRunResult(working_dir / SUBMISSION_FILE, source, len(load_test(config, workspace)), placeholder,
+                           oof_scores, train_as_test)
+
+
+def restore_weights(source: Path, target: Path) -> None:
+    """Copy the weights dataset's workspace files to `target` as plain writable files (inputs are read-only)."""
+    if not source.is_dir():
+        raise DataError(f"{source}: not found: attach the weights dataset written by `compkit submit --kernel`")
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+
+
+def count_test_rows(config: CompetitionConfig, competition_dir: Path) -> int:
+    """Return how many rows the competition's visible test table lists (test.csv, or sample_submission.csv)."""
+    if config.data.test:
+        return len(read_table(competition_dir / config.data.test, required=[config.columns.id]))
+    sample = competition_dir / config.data.sample_submission
+    return len(read_table(sample, required=[config.submission.id_column]))
+
+
+def train_as_test_view(config: CompetitionConfig, competition_dir: Path, view_dir: Path) -> Path:
+    """Return a folder that shows the competition's files with the training set as its test set.
+
+    Everything is linked to the originals except the test table (written from the training table, labels
+    dropped) and the test images (linked to the training images); a solution file, if the config names one,
+    is the training table.
+    """
+    remove_path(view_dir)
+    view_dir.mkdir(parents=True)
+    train_path = competition_dir / config.data.train
+    train = read_table(train_path, required=[config.columns.id, config.columns.label])
+    replaced = {config.data.test, config.data.sample_submission, config.data.solution}
+    if config.columns.image:
+        replaced.add(config.data.test_images)
+        os.symlink(competition_dir / config.data.train_images, view_dir / config.data.test_images)
+    for entry in competition_dir.iterdir():
+        if entry.name not in replaced:
+            os.symlink(entry, view_dir / entry.name)
+    ids = train[config.columns.id]
+    if config.data.test:
+        write_csv(view_dir / config.data.test, train.drop(columns=[config.columns.label]))
+    fmt = config.submission
+    write_csv(view_dir / config.data.sample_submission, train[[config.columns.id]].set_axis([fmt.id_column], axis=1)
+              .assign(**{fmt.prediction_column: ids}))
+    if config.data.solution:
+        os.symlink(train_path, view_dir / config.data.solution)
+    return view_dir
+
+
+def _final_csv(config: CompetitionConfig, workspace: Workspace, progress: Progress) -> tuple[Path, str, dict]:
+    """Return (final CSV, what it is, OOF scores): the tuned ensemble of every model, or the only model's CSV."""
+    from compkit.data.tables import load_test
+    from compkit.ensemble.vote import ensemble, write_ensemble
+    from compkit.ensemble.weights import fresh_or_tuned
+    from compkit.pipeline import ENSEMBLE_SELECT
+
+    names = [model.name for model in config.models]
+    if len(names) == 1:
+        oof_score = read_json(workspace.tuned_params(names[0]))["oof_score"]
+        return workspace.submission_csv(names[0]), names[0], {names[0]: oof_score}
+    tuned, _ = fresh_or_tuned(config, workspace, names, select=ENSEMBLE_SELECT, progress=progress)
+    test_ids = load_test(config, workspace)[config.columns.id].tolist()
+    paths = [workspace.submission_csv(name) for name in names]
+    result = ensemble(config, paths, expected_ids=test_ids, **tuned.ensemble_options())
+    target = workspace.submission_csv("ensemble")
+    write_ensemble(target, result, paths)
+    return target, "ensemble", {**tuned.model_scores, "ensemble": tuned.score}

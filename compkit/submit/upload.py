@@ -1,0 +1,294 @@
+"""Submitting a CSV to Kaggle: validated first, recorded in the ledger, optionally waited on for its score.
+
+Every call goes through the official client (`KaggleApi.competition_submit`, `competition_submissions`,
+`competition_get_submission_limits`) wrapped by compkit.kaggle_client, which retries 429/5xx and dropped
+connections with backoff and turns every other failure into one line. The ledger row is written before
+the upload and updated after, so a refused, failed or interrupted submission is recorded too.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compkit.config import CompetitionConfig
+from compkit.errors import ConfigError, DataError, KaggleError, StaleArtifactError
+from compkit.kaggle_client import KaggleConnection, RetryPolicy, TransientKaggleFailure, connect
+from compkit.submit.ledger import add_row, read_ledger, update_row
+from compkit.workspace import Workspace, file_sha256, read_json
+
+ENSEMBLE = "ensemble"
+LIST_PAGE_SIZE = 20
+MAX_LIST_PAGES = 10  # a pending submission is among the newest; older rows are looked up this far back
+
+
+@dataclass(frozen=True)
+class SubmissionPlan:
+    """What `submit` would upload: a validated file, its hash, and the OOF (CV) score of what it is."""
+
+    competition: str  # the competition's name on Kaggle
+    path: Path
+    rows: int
+    sha256: str
+    model: str | None  # "ensemble" or a model name when the file is that workspace CSV, else None
+    cv_score: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How long and how often `--wait` asks Kaggle whether a submission is scored."""
+
+    timeout: float = 900.0
+    initial_delay: float = 5.0
+    multiplier: float = 1.5
+    max_delay: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def delay(self, attempt: int) -> float:
+        """Return the seconds to wait after the `attempt`-th poll (1-based)."""
+        return min(self.initial_delay * self.multiplier ** (attempt - 1), self.max_delay)
+
+
+@dataclass(frozen=True)
+class SubmissionResult:
+    """A submission as the ledger now records it."""
+
+    row_id: str
+    plan: SubmissionPlan
+    ref: int | None
+    status: str  # pending, complete or error (ledger statuses)
+    kaggle_message: str
+    public_score: str | None = None
+    error: str | None = None
+    remaining_today: int | None = None
+
+
+def kaggle_name(config: CompetitionConfig) -> str:
+    """Return the competition's name on Kaggle, or raise ConfigError when the config has none."""
+    if not config.kaggle:
+        raise ConfigError(f"{config.slug} has no Kaggle competition: set kaggle = \"<name in its Kaggle URL>\" in "
+                          "its competition.toml")
+    return config.kaggle
+
+
+def default_submission(config: CompetitionConfig, workspace: Workspace) -> Path:
+    """Return the file to submit when none is named: the ensemble CSV, or the only model's CSV."""
+    ensemble = workspace.submission_csv(ENSEMBLE)
+    model_csvs = [workspace.submission_csv(m.name) for m in config.models if workspace.submission_csv(m.name).is_file()]
+    if ensemble.is_file():
+        newer = [p for p in model_csvs if p.stat().st_mtime_ns > ensemble.stat().st_mtime_ns]
+        if newer:
+            raise StaleArtifactError(f"{ensemble} is older than {newer[0]}: run compkit ensemble -c {config.slug} "
+                                     "again, or pass -f FILE")
+        return ensemble
+    if len(config.models) == 1 and model_csvs:
+        return model_csvs[0]
+    raise DataError(f"nothing to submit in {ensemble.parent} ({len(model_csvs)} model CSVs, no ensemble.csv): run "
+                    f"compkit predict / compkit ensemble -c {config.slug} first, or pass -f FILE")
+
+
+def plan_submission(
+    config: CompetitionConfig, workspace: Workspace, *, path: Path | None = None, message: str | None = None
+) -> SubmissionPlan:
+    """Return what would be submitted, after validating the file against the test set in full."""
+    from compkit.data.tables import load_test
+    from compkit.submission import load_submission
+
+    competition = kaggle_name(config)
+    path = Path(path) if path is not None else default_submission(config, workspace)
+    expected_ids = load_test(config, workspace)[config.columns.id].tolist()
+    parsed = load_submission(path, config, expected_ids=expected_ids)
+    sha256 = file_sha256(path)
+    model, cv_score = workspace_artifact(config, workspace, sha256)
+    if message is None:
+        message = f"compkit {model or path.name}" + (f" CV {cv_score:.6f}" if cv_score is not None else "")
+    return SubmissionPlan(competition, path, len(parsed.ids), sha256, model, cv_score, message)
+
+
+def workspace_artifact(config: CompetitionConfig, workspace: Workspace, sha256: str) -> tuple[str | None, float | None]:
+    """Return (name, OOF score) of the workspace CSV holding exactly these bytes, or (None, None).
+
+    A model CSV's score is its tuned OOF score when the CSV was predicted from the current tuned parameters;
+    the ensemble's is the tuned ensemble's OOF score when the CSV is exactly what its tuned weights make.
+    """
+    for name in [ENSEMBLE, *(m.name for m in config.models)]:
+        csv = workspace.submission_csv(name)
+        if csv.is_file() and file_sha256(csv) == sha256:
+            return name, artifact_cv(config, workspace, name)
+    return None, None
+
+
+def artifact_cv(config: CompetitionConfig, workspace: Workspace, name: str) -> float | None:
+    """Return the OOF score of submissions/<name>.csv ("ensemble" or a model), None when none applies to it."""
+    return ensemble_cv(config, workspace) if name == ENSEMBLE else model_cv(workspace, name)
+
+
+def model_cv(workspace: Workspace, model: str) -> float | None:
+    """Return the tuned OOF score behind submissions/<model>.csv, or None when the CSV is not from it."""
+    from compkit.predict import prediction_inputs
+    from compkit.workspace import is_fresh
+
+    tuned = workspace.tuned_params(model)
+    if not tuned.is_file() or not is_fresh(workspace.submission_csv(model), prediction_inputs(workspace, model)):
+        return None
+    score = read_json(tuned).get("oof_score")
+    return float(score) if score is not None else None
+
+
+def ensemble_cv(config: CompetitionConfig, workspace: Workspace) -> float | None:
+    """Return the tuned ensemble's OOF score when submissions/ensemble.csv is exactly what its weights make.
+
+    The check rebuilds the ensemble from the model CSVs with the tuned weights (one vectorised pass), so a CSV
+    combined by hand (--weights, other CSVs) or from since-changed inputs gets no score.
+    """
+    from compkit.data.tables import load_test
+    from compkit.ensemble.vote import ensemble
+    from compkit.ensemble.weights import ensemble_models, read_tuned_ensemble
+
+    csv = workspace.submission_csv(ENSEMBLE)
+    try:
+        tuned = read_tuned_ensemble(config, workspace, ensemble_models(config, workspace))
+    except StaleArtifactError:
+        return None
+    if tuned is None or not csv.is_file():
+        return None
+    expected_ids = load_test(config, workspace)[config.columns.id].tolist()
+    rebuilt = ensemble(config, [workspace.submission_csv(name) for name in tuned.models], expected_ids=expected_ids,
+                       **tuned.ensemble_options())
+    return tuned.score if rebuilt.frame.to_csv(index=False).encode() == csv.read_bytes() else None
+
+
+def submit(
+    plan: SubmissionPlan,
+    workspace: Workspace,
+    *,
+    retry: RetryPolicy | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> SubmissionResult:
+    """Upload the planned file and return the new ledger row (status pending); failures are recorded, then raised."""
+    row_id = add_row(workspace, competition=plan.competition, kind="file", model=plan.model or "",
+                     file=plan.path.resolve(), sha256=plan.sha256, message=plan.message, cv_score=plan.cv_score,
+                     status="uploading")
+    try:
+        connection = connect(slug=plan.competition, retry=retry, log=log)
+        response = connection.call(functools.partial(_upload, connection.api, plan), slug=plan.competition)
+    except KeyboardInterrupt:
+        update_row(workspace, row_id, status="interrupted",
+                   error="interrupted during the upload: Kaggle may or may not have it, see its submissions page")
+        raise
+    except Exception as error:
+        update_row(workspace, row_id, status="failed", error=str(error) or type(error).__name__)
+        raise
+    ref = int(response.ref or 0) or None
+    update_row(workspace, row_id, status="pending", ref=ref or "")
+    return SubmissionResult(row_id, plan, ref, "pending", response.message or "",
+                            remaining_today=_remaining_today(connection, plan.competition))
+
+
+def wait_for_score(
+    result: SubmissionResult,
+    workspace: Workspace,
+    *,
+    poll: PollPolicy | None = None,
+    retry: RetryPolicy | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> SubmissionResult:
+    """Poll Kaggle until the submission is scored; return it with its public score (recorded in the ledger).
+
+    Raises KaggleError when Kaggle could not score it (the ledger says why) or when `poll.timeout` passes
+    (the row stays pending; `compkit submissions --refresh` picks the score up later).
+    """
+    poll = poll or PollPolicy()
+    competition = result.plan.competition
+    if result.ref is None:
+        raise KaggleError(f"Kaggle returned no reference for the submission to {competition!r}, so its score cannot "
+                          f"be followed: see https://www.kaggle.com/competitions/{competition}/submissions")
+    connection = connect(slug=competition, retry=retry, log=log)
+    deadline = poll.clock() + poll.timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        found = list_submissions(connection, competition, refs={result.ref})
+        submission = found.get(result.ref)
+        if submission is not None and submission["status"] != "pending":
+            update_row(workspace, result.row_id, status=submission["status"], public_score=submission["public_score"],
+                       error=submission["error"])
+            if submission["status"] == "error":
+                raise KaggleError(f"Kaggle could not score submission {result.ref} to {competition!r}: "
+                                  f"{submission['error'] or 'no reason given'}")
+            return SubmissionResult(result.row_id, result.plan, result.ref, "complete", result.kaggle_message,
+                                    public_score=submission["public_score"], remaining_today=result.remaining_today)
+        remaining = deadline - poll.clock()
+        if remaining <= 0:
+            raise KaggleError(f"Kaggle had not scored submission {result.ref} to {competition!r} after "
+                              f"{poll.timeout:g} s; it stays pending in {workspace.ledger_path}: run compkit "
+                              "submissions --refresh later")
+        delay = min(poll.delay(attempt), remaining)
+        log(f"Kaggle is scoring submission {result.ref}; asking again in {delay:.0f} s")
+        poll.sleep(delay)
+
+
+def refresh_ledger(
+    workspace: Workspace,
+    *,
+    retry: RetryPolicy | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> int:
+    """Ask Kaggle about every pending ledger row and record what it says; return how many rows changed."""
+    ledger = read_ledger(workspace)
+    pending = ledger[(ledger["status"] == "pending") & (ledger["ref"] != "")]
+    changed = 0
+    for competition, rows in pending.groupby("competition"):
+        connection = connect(slug=competition, retry=retry, log=log)
+        found = list_submissions(connection, competition, refs={int(ref) for ref in rows["ref"]})
+        for row_id, ref in zip(rows["id"], rows["ref"], strict=True):
+            submission = found.get(int(ref))
+            if submission is not None and submission["status"] != "pending":
+                update_row(workspace, row_id, status=submission["status"], public_score=submission["public_score"],
+                           error=submission["error"])
+                changed += 1
+    return changed
+
+
+def list_submissions(connection: KaggleConnection, competition: str, *, refs: set[int]) -> dict[int, dict[str, Any]]:
+    """Return the submissions whose ref is in `refs` (newest pages first, up to MAX_LIST_PAGES pages)."""
+    found: dict[int, dict[str, Any]] = {}
+    for page in range(1, MAX_LIST_PAGES + 1):
+        listed = connection.call(
+            functools.partial(connection.api.competition_submissions, competition, page_number=page,
+                              page_size=LIST_PAGE_SIZE),
+            slug=competition,
+        ) or []
+        for submission in listed:
+            if submission is not None and submission.ref in refs:
+                found[submission.ref] = {
+                    "status": submission.status.name.lower(),
+                    "public_score": submission.public_score or "",
+                    "error": submission.error_description or "",
+                }
+        if len(found) == len(refs) or len(listed) < LIST_PAGE_SIZE:
+            break
+    return found
+
+
+def _upload(api: Any, plan: SubmissionPlan) -> Any:
+    response = api.competition_submit(str(plan.path), plan.message, plan.competition, quiet=True)
+    if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:  # the client prints why, returns this
+        raise TransientKaggleFailure(f"the upload of {plan.path.name} to Kaggle's storage failed")
+    return response
+
+
+def _remaining_today(connection: KaggleConnection, competition: str) -> int | None:
+    """Return how many submissions Kaggle still allows today, or None if it would not say (never fatal)."""
+    try:
+        limits = connection.api.competition_get_submission_limits(competition)
+    except Exception as error:  # like the official CLI, a limits-endpoint blip never fails a submission
+        connection.log(f"Kaggle did not report the submissions left today ({type(error).__name__})")
+        return None
+    return int(limits.num_allowed_now)
