@@ -23,3 +23,14 @@ class KaggleError(CompkitError):
 
 class StaleArtifactError(CompkitError):
     """An artifact a stage needs is missing or older than its inputs."""
+
+
+class ParameterError(ConfigError):
+    """A library function's argument is invalid; the message names the parameter (`trials=0`).
+
+    The CLI shows it as the flag that set the parameter (`--trials 0`), by the parameter's name.
+    """
+
+    def __init__(self, parameter: str, value: object, requirement: str) -> None:
+        self.parameter, self.value, self.requirement = parameter, value, requirement
+        super().__init__(f"{parameter}={value!r}: {requirement}")

@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import compkit
-from compkit.errors import DataError
+from compkit.errors import DataError, StaleArtifactError
 
 WORKSPACE_ENV = "COMPKIT_WORKSPACE"
 MANIFEST_SUFFIX = ".manifest.json"
+FETCH_SCRATCH_PREFIX = ".fetch-"
+BEST_CHECKPOINT = "best.pt"
+RESUME_CHECKPOINT = "last.pt"
+TRAINING_LOG = "log.csv"
+RESOLVED_CONFIG = "resolved.json"
 
 
 @dataclass(frozen=True)
@@ -41,11 +46,52 @@ class Workspace:
     def folds_path(self) -> Path:
         return self.root / "folds.csv"
 
+    def fold_count(self) -> int:
+        """Return the number of folds of folds.csv, as its manifest records it (the one owner of the count)."""
+        manifest = read_manifest(self.folds_path) or {}
+        try:
+            return int(manifest["inputs"]["folds"]["n_splits"])
+        except (KeyError, TypeError, ValueError):
+            state = "no folds yet" if not self.folds_path.exists() else "no readable manifest beside it"
+            raise StaleArtifactError(f"{self.folds_path}: {state} (run: compkit folds)") from None
+
+    def fold_range(self) -> list[int]:
+        """Return every fold number of folds.csv: 0 .. fold_count() - 1."""
+        return list(range(self.fold_count()))
+
+    def fetch_scratch(self, token: str) -> Path:
+        """Return a scratch folder of one fetch (staging and downloads), removed when the fetch ends."""
+        return self.root / f"{FETCH_SCRATCH_PREFIX}{token}"
+
     def model_dir(self, model: str, fold: int) -> Path:
         return self.root / "models" / model / f"fold{fold}"
 
+    def best_checkpoint(self, model: str, fold: int) -> Path:
+        return self.model_dir(model, fold) / BEST_CHECKPOINT
+
+    def resume_checkpoint(self, model: str, fold: int) -> Path:
+        return self.model_dir(model, fold) / RESUME_CHECKPOINT
+
+    def training_log(self, model: str, fold: int) -> Path:
+        return self.model_dir(model, fold) / TRAINING_LOG
+
+    def resolved_config(self, model: str, fold: int) -> Path:
+        return self.model_dir(model, fold) / RESOLVED_CONFIG
+
     def embeddings_dir(self, model: str, fold: int) -> Path:
         return self.root / "embeddings" / model / f"fold{fold}"
+
+    def embedding_file(self, model: str, fold: int, part: str) -> Path:
+        """Return the stem of one cached embedding matrix (`part`: oof, test, train; .npy or .npz added)."""
+        return embedding_stem(self.embeddings_dir(model, fold), part)
+
+    def neighbors_cache(self, model: str, candidates: str) -> Path:
+        """Return a single model's cached OOF neighbour lists for one candidate set."""
+        return self.tuning_dir / model / f"neighbors-{candidates}.npz"
+
+    def candidates_cache(self, model: str, candidates: str) -> Path:
+        """Return a combined model's cached OOF candidate table for one candidate set."""
+        return self.tuning_dir / model / f"candidates-{candidates}.npz"
 
     def oof_csv(self, model: str) -> Path:
         return self.root / "oof" / f"{model}.csv"
@@ -59,6 +105,10 @@ class Workspace:
 
     def tuned_params(self, model: str) -> Path:
         return self.tuning_dir / f"{model}.json"
+
+    def score_plot(self, model: str) -> Path:
+        """Return the PNG of a model's OOF score against its main tuned parameter."""
+        return self.tuning_dir / f"{model}.png"
 
     @property
     def tuned_ensemble(self) -> Path:
@@ -76,6 +126,36 @@ class Workspace:
     def kernel_dir(self) -> Path:
         """The offline kernel of a code competition and the two datasets it reads (`compkit submit --kernel`)."""
         return self.root / "kernel"
+
+    @property
+    def kernel_notebook_dir(self) -> Path:
+        return self.kernel_dir / "notebook"
+
+    @property
+    def kernel_wheels_dir(self) -> Path:
+        return self.kernel_dir / "wheels"
+
+    @property
+    def kernel_weights_dir(self) -> Path:
+        return self.kernel_dir / "weights"
+
+    def relative(self, path: Path) -> str:
+        """Return `path` relative to the workspace root (as manifests record it), or absolute when outside."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def resolve(self, recorded: str) -> Path:
+        """Return the path a manifest recorded with `relative`."""
+        path = Path(recorded)
+        return path if path.is_absolute() else self.root / path
+
+
+def embedding_stem(folder: Path, part: str) -> Path:
+    """Return the stem of the embedding matrix `part` in an embeddings folder (or in its staging copy)."""
+    return Path(folder) / part
 
 
 def temp_sibling(path: Path) -> Path:

@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, ParameterError
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -37,8 +37,12 @@ def fail(message: str, *, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def handle_errors(command: F) -> F:
-    """Turn compkit errors into one red line and exit 1; other exceptions too unless COMPKIT_DEBUG=1."""
+def handle_errors(command: F, *, flags: dict[str, str] | None = None) -> F:
+    """Turn compkit errors into one red line and exit 1; other exceptions too unless COMPKIT_DEBUG=1.
+
+    A ParameterError is shown with the flag that sets its parameter: `--<parameter>` unless `flags` maps it.
+    """
+    flags = flags or {}
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -46,6 +50,9 @@ def handle_errors(command: F) -> F:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
+        except ParameterError as error:
+            fail(f"{flags.get(error.parameter, '--' + error.parameter.replace('_', '-'))} {error.value}: "
+                 f"{error.requirement}")
         except CompkitError as error:
             fail(str(error))
         except KeyboardInterrupt:
