@@ -17,9 +17,9 @@ import optuna
 import pandas as pd
 from metrics import K_CANDIDATES, knn_candidates, shopee_like_labels
 
-from compkit.postprocess.rules import match_mask
+from compkit.postprocess.matches import match_mask
 from compkit.retrieval.single import OOFNeighbors
-from compkit.tuning.study import match_evaluator
+from compkit.tuning.objectives import match_evaluator
 
 TRIALS = 200
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from compkit.errors import ConfigError
+from compkit.errors import ConfigError, ParameterError
 from compkit.schema import build
 
 Task = Literal["match", "identify"]
 FoldStrategy = Literal["stratified", "group", "stratified-group"]
 Source = Literal["kaggle", "local", "synthetic"]
+KnnBackend = Literal["auto", "torch", "faiss", "cuml"]
+KNN_BACKENDS: tuple[str, ...] = get_args(KnnBackend)
 
 CONFIG_FILE = "competition.toml"
 SHIPPED_DIR = Path(__file__).resolve().parent / "competitions"
@@ -231,6 +234,17 @@ class PostprocessSpace:
 
 
 @dataclass(frozen=True)
+class NeighborSettings:
+    """Which dense kNN search every neighbour search uses (`--knn` overrides it for one command).
+
+    "auto" picks the fastest exact search the machine can run (see `compkit.neighbors.get_backend`). Every
+    backend is an exact cosine top-k, so results, and every artifact's fingerprint, are the same with each.
+    """
+
+    backend: KnnBackend = "auto"
+
+
+@dataclass(frozen=True)
 class EmbeddingSettings:
     """How cached embeddings are stored."""
 
@@ -269,6 +283,7 @@ class CompetitionConfig:
     folds: FoldSettings = field(default_factory=FoldSettings)
     models: tuple[ModelConfig, ...] = ()
     postprocess: PostprocessSpace = field(default_factory=PostprocessSpace)
+    neighbors: NeighborSettings = field(default_factory=NeighborSettings)
     embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     synthetic: SyntheticSettings | None = None
 
@@ -381,6 +396,15 @@ def parse_config(text: str, *, source: Path | str) -> CompetitionConfig:
     config = build(CompetitionConfig, raw, key="", source=source)
     _check_columns(config, source)
     return config
+
+
+def with_knn_backend(config: CompetitionConfig, backend: str | None) -> CompetitionConfig:
+    """Return `config` searching with the dense kNN backend `backend` (None: the config's own choice)."""
+    if backend is None:
+        return config
+    if backend not in KNN_BACKENDS:
+        raise ParameterError("knn", backend, f"must be one of {', '.join(KNN_BACKENDS)}")
+    return dataclasses.replace(config, neighbors=NeighborSettings(backend=backend))
 
 
 def _check_columns(config: CompetitionConfig, source: Path | str) -> None:

@@ -119,20 +119,8 @@ def test_status_marks_folds_stale_after_train_csv_changes(tmp_path):
     assert re.search(r"folds\s+│\s+stale", status.stdout)
 
 
-def test_run_does_every_stage_then_skips_fresh_ones(tmp_path):
-    competition = tiny_competition(tmp_path, "demo-match")
-    toml = competition / "competition.toml"  # the matchers only: no training, so the test stays fast
-    toml.write_text(re.sub(r'\[\[models\]\]\nname = "[^"]+"\nkind = "(?!tfidf|phash)\w+".*?(?=\n\[|\Z)', "",
-                           toml.read_text(), flags=re.S))
-    work = tmp_path / "work"
-    first = invoke("run", "-c", competition, "--workspace", work, "--trials", "5")
-    assert first.exit_code == 0, first.output
-    assert re.fullmatch(r"\d\.\d{6}", first.stdout.strip().splitlines()[-1])
-    assert (work / "tiny-demo-match" / "submissions" / "ensemble.csv").is_file()
-    second = invoke("run", "-c", competition, "--workspace", work, "--trials", "5")
-    assert second.exit_code == 0
-    assert "fetch: fresh, skipped" in second.output and "folds: fresh, skipped" in second.output
-    assert "0 model-folds trained, 0 embedded" in second.output
+def test_status_follows_each_artifact_of_a_run(tuned_workspace):
+    competition, work = tuned_workspace
     status = invoke("status", "-c", competition, "--workspace", work)
     stages = dict(re.findall(r"│ ((?:tune|predict|ensemble)[\w -]*?)\s+│ (\w+)", status.stdout))
     assert stages and set(stages.values()) == {"fresh"}, status.stdout

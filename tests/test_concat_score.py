@@ -4,8 +4,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from compkit.postprocess.combined import individual_scores, member_weights, top_individuals, weighted_lists
-from compkit.postprocess.rules import NO_LABEL
-from compkit.retrieval.candidates import MemberSearch, combined_search, pair_similarities
+from compkit.postprocess.top5 import NO_LABEL
+from compkit.retrieval.search import MemberSearch, combined_search, pair_similarities
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -34,13 +34,13 @@ def test_concat_similarity_is_the_cosine_of_the_weighted_concatenation_of_dense_
     cosine = concatenated @ concatenated.T
     n_rows = len(cosine)
 
-    everything = combined_search([MemberSearch(m) for m in matrices], n_rows, exact=True)
+    everything = combined_search([MemberSearch(m) for m in matrices], n_rows, exact=True, backend="auto")
     similarities, indices = weighted_lists(everything, weights, n_rows)
     order = np.argsort(-cosine, axis=1, kind="stable")
     np.testing.assert_allclose(similarities, np.take_along_axis(cosine, order, axis=1), atol=1e-5)
     assert (indices[:, :5] == order[:, :5]).mean() > 0.99  # equal up to float ties
 
-    shallow = combined_search([MemberSearch(m) for m in matrices], 6, exact=True)
+    shallow = combined_search([MemberSearch(m) for m in matrices], 6, exact=True, backend="auto")
     similarities, indices = weighted_lists(shallow, weights, 6)
     assert (shallow.ranks < 0).any()  # candidates one member did not list: their similarity was computed
     np.testing.assert_allclose(similarities, cosine[np.arange(n_rows)[:, None], indices], atol=1e-5)
@@ -50,7 +50,7 @@ def test_concat_queries_search_a_reference_set_and_pair_similarities_match_dot_p
     rng = np.random.default_rng(3)
     queries, reference = unit_rows(rng.normal(size=(20, 16))), unit_rows(rng.normal(size=(50, 16)))
     table = combined_search([MemberSearch(queries, reference), MemberSearch(queries[:, :8] * 2, reference[:, :8])],
-                            7, exact=True)
+                            7, exact=True, backend="auto")
     rows, columns = np.nonzero(table.indices >= 0)
     expected = np.einsum("ij,ij->i", queries[rows], reference[table.indices[rows, columns]])
     np.testing.assert_allclose(table.similarities[0, rows, columns], expected, atol=1e-6)
@@ -90,7 +90,7 @@ def test_score_method_equals_a_slow_reference():
     weights = np.array([0.7, 0.3])
     for depth in (2, 9):  # 2: fewer than five individuals, so the top 5 is padded
         table = combined_search([MemberSearch(q, g) for q, g in zip(queries, galleries, strict=True)], depth,
-                                exact=False)
+                                exact=False, backend="auto")
         labels, scores = top_individuals(*individual_scores(table, gallery_labels), weights)
         expected_labels, expected_scores = slow_score_top5(queries, galleries, gallery_labels, depth, weights)
         np.testing.assert_array_equal(labels, expected_labels)

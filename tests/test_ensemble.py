@@ -6,7 +6,7 @@ import pytest
 
 from compkit.config import parse_config
 from compkit.ensemble.vote import ensemble
-from compkit.errors import ConfigError, DataError
+from compkit.errors import ConfigError, DataError, ParameterError
 
 BASE = """
 slug = "ens"
@@ -111,11 +111,13 @@ def test_option_errors_are_clear(tmp_path):
     paths = [write(tmp_path, f"m{k}", pd.DataFrame({"posting_id": ids, "matches": ids})) for k in range(2)]
     with pytest.raises(ConfigError, match="at least two CSVs"):
         ensemble(MATCH, paths[:1], expected_ids=ids)
-    with pytest.raises(ConfigError, match="--weights has 3 values for 2 CSVs"):
+    with pytest.raises(ParameterError, match="weights='1,1,1': has 3 values for 2 CSVs"):
         ensemble(MATCH, paths, expected_ids=ids, weights=[1, 1, 1])
-    with pytest.raises(ConfigError, match="--method 'rank' does not apply to a match competition"):
+    with pytest.raises(ParameterError, match="weights='0,0': must be non-negative and not all zero"):
+        ensemble(MATCH, paths, expected_ids=ids, weights=[0, 0])
+    with pytest.raises(ParameterError, match="method='rank': does not apply to a match competition"):
         ensemble(MATCH, paths, expected_ids=ids, method="rank")
-    with pytest.raises(ConfigError, match="--vote-threshold must be in"):
+    with pytest.raises(ParameterError, match=r"vote_threshold=0: must be in \(0, 1\]"):
         ensemble(MATCH, paths, expected_ids=ids, vote_threshold=0)
 
 

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from typer.testing import CliRunner
 
-from compkit.errors import BackendUnavailable, CompkitError, DataError
+from compkit.cli.app import app
+from compkit.config import parse_config, with_knn_backend
+from compkit.errors import BackendUnavailable, CompkitError, ConfigError, DataError, ParameterError
 from compkit.neighbors import (
     BACKEND_NAMES,
     CumlKNN,
@@ -212,3 +215,51 @@ def test_torch_cuda_matches_brute_force(precision):
     assert_same_neighbours(search(query, reference, 16), query, reference, 16)
     embeddings = reference[:1000]
     assert_same_neighbours(search(embeddings, embeddings, 16, exclude_self=True), embeddings, embeddings, 16, True)
+
+
+CONFIG = """
+slug = "tiny"
+task = "match"
+source = "synthetic"
+[synthetic]
+[columns]
+id = "posting_id"
+label = "label_group"
+text = "title"
+[submission]
+id_column = "posting_id"
+prediction_column = "matches"
+max_predictions = 50
+"""
+
+
+def test_the_config_chooses_the_knn_backend_auto_by_default():
+    assert parse_config(CONFIG, source="tiny.toml").neighbors.backend == "auto"
+    assert parse_config(CONFIG + '[neighbors]\nbackend = "faiss"\n', source="tiny.toml").neighbors.backend == "faiss"
+    assert BACKEND_NAMES == ("auto", "torch", "faiss", "cuml")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('[neighbors]\nbackend = "annoy"\n',
+     "neighbors.backend: must be one of 'auto', 'torch', 'faiss', 'cuml', got 'annoy'"),
+    ('[neighbors]\nbakend = "faiss"\n', "neighbors.bakend: unknown key"),
+])
+def test_the_neighbors_section_is_checked_strictly(extra, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(CONFIG + extra, source="tiny.toml")
+
+
+def test_with_knn_backend_overrides_the_config_and_names_the_parameter_when_unknown():
+    config = parse_config(CONFIG + '[neighbors]\nbackend = "torch"\n', source="tiny.toml")
+    assert with_knn_backend(config, None) is config
+    assert with_knn_backend(config, "faiss").neighbors.backend == "faiss"
+    assert config.neighbors.backend == "torch"  # frozen: the override is a new config
+    with pytest.raises(ParameterError, match="knn='annoy': must be one of auto, torch, faiss, cuml"):
+        with_knn_backend(config, "annoy")
+
+
+@pytest.mark.parametrize("command", ["tune-threshold", "predict"])
+def test_knn_flag_refuses_an_unknown_backend_as_one_red_line(command):
+    result = CliRunner().invoke(app, [command, "-c", "demo-match", "--knn", "annoy"])
+    assert result.exit_code == 1
+    assert "--knn annoy: must be one of auto, torch, faiss, cuml" in result.output

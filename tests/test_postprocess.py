@@ -1,14 +1,10 @@
 import numpy as np
 import pytest
 
-from compkit.postprocess.rules import (
-    NO_LABEL,
-    first_occurrences,
-    insert_new_individual,
-    match_f1,
-    match_mask,
-    top_labels,
-)
+from compkit.postprocess.matches import blend_embeddings, match_f1, match_mask
+from compkit.postprocess.top5 import NO_LABEL, first_occurrences, insert_new_individual, top_labels
+from compkit.retrieval.single import OOFNeighbors
+from compkit.tuning.objectives import PrefixMatchF1
 
 
 def brute_neighbours(embeddings: np.ndarray, k: int):
@@ -72,9 +68,6 @@ def test_min2_keeps_the_nearest_other_posting_above_the_lower_threshold():
 
 def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
     from compkit.metrics import row_f1
-    from compkit.retrieval.single import OOFNeighbors
-    from compkit.tuning.objectives import PrefixMatchF1
-
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 30, size=200)
     centres = rng.normal(size=(30, 8))
@@ -96,9 +89,6 @@ def test_prefix_f1_equals_masking_then_the_metric_with_min2_ties_and_padding():
 
 def test_mean_f1_from_sums_equals_the_row_scores_for_any_thresholds_padding_anywhere():
     from compkit.metrics import row_f1
-    from compkit.retrieval.single import OOFNeighbors
-    from compkit.tuning.objectives import PrefixMatchF1
-
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 40, size=300)
     embeddings = rng.normal(size=(40, 8))[labels] + rng.normal(scale=1.0, size=(300, 8))
@@ -118,8 +108,6 @@ def test_mean_f1_from_sums_equals_the_row_scores_for_any_thresholds_padding_anyw
 
 
 def test_blending_is_the_weighted_sum_of_thresholded_neighbours():
-    from compkit.postprocess.rules import blend_embeddings
-
     rng = np.random.default_rng(5)
     embeddings = rng.normal(size=(40, 6)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)

@@ -14,7 +14,7 @@ from compkit.postprocess.new_individual import (
     precision_by_threshold,
     query_thresholds,
 )
-from compkit.postprocess.rules import NO_LABEL, insert_new_individual
+from compkit.postprocess.top5 import NO_LABEL, insert_new_individual
 
 NEW = -2
 SPECIES = {"beluga": (0.8, 0.6), "humpback": (0.5, 0.3), "narwhal": (0.9, 0.1)}  # top score: known, new

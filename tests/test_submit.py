@@ -12,10 +12,11 @@ from kaggle_server import UPLOAD_PREFIX, KaggleTestServer, Reply
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
-from compkit.config import CompetitionConfig
+from compkit.config import CompetitionConfig, load_config
 from compkit.errors import KaggleError
 from compkit.kaggle_client import RetryPolicy
 from compkit.scoring import score_submission
+from compkit.status import stage_statuses
 from compkit.submit.ledger import read_ledger
 from compkit.submit.upload import PollPolicy, plan_submission, submit, wait_for_score
 from compkit.workspace import Workspace, file_sha256, read_json
@@ -308,18 +309,39 @@ def test_run_with_submit_uploads_the_ensemble_at_the_end(tuned_workspace, kaggle
     assert result.stdout.strip().splitlines()[-1] == "0.5"
 
 
-def test_submit_without_a_file_refuses_an_ensemble_older_than_a_model_csv(tuned_workspace):
+def test_submit_without_a_file_takes_a_fresh_ensemble_older_than_a_model_csv(tuned_workspace):
+    # A model CSV rewritten with the same bytes is newer than the ensemble, which is still fresh: status
+    # says so, and submit must agree (it judges the recorded hashes, never file times).
     import os
 
     folder, base = tuned_workspace
     space = Workspace(base / TUNED_SLUG)
     ensemble = space.submission_csv("ensemble")
     os.utime(ensemble, ns=(0, 0))
+    model_csv = space.submission_csv("tfidf-word")
+    model_csv.write_bytes(model_csv.read_bytes())
+
+    [status] = [s for s in stage_statuses(load_config(str(folder)), space) if s.stage == "ensemble"]
+    assert status.state == "fresh"
+
+    result = invoke("submit", "-c", folder, "--workspace", base, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert f"would submit {ensemble}" in result.stdout.replace("\n", "")
+
+
+def test_submit_without_a_file_refuses_an_ensemble_whose_model_csv_changed(tuned_workspace):
+    folder, base = tuned_workspace
+    space = Workspace(base / TUNED_SLUG)
+    model_csv = space.submission_csv("tfidf-word")
+    frame = pd.read_csv(model_csv, dtype=str, keep_default_na=False)
+    frame.iloc[::-1].to_csv(model_csv, index=False)  # the same rows in another order: other bytes
 
     result = invoke("submit", "-c", folder, "--workspace", base, "--dry-run")
 
     assert result.exit_code == 1
-    assert f"{ensemble} is older than" in result.stderr and "run compkit ensemble" in result.stderr
+    assert "submissions/tfidf-word.csv changed since it was written" in result.stderr
+    assert "run compkit ensemble" in result.stderr and "-f FILE" in result.stderr
 
 
 def test_ledger_keeps_every_row_when_writers_race(workspace):

@@ -224,10 +224,6 @@ def test_dask_backend_runs_tasks_on_a_local_cluster(tmp_path):
 
 @pytest.mark.gpu
 def test_training_on_cuda_with_amp(tmp_path):
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
     config, workspace = prepared(tmp_path)
     result = train_model_fold(config, config.model("cnn"), 0, workspace, device="cuda")
     assert not result.skipped and result.best_score > 0

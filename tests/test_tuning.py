@@ -14,11 +14,12 @@ from compkit.config import load_config
 from compkit.data.fetch import fetch_competition
 from compkit.data.folds import build_folds
 from compkit.embeddings.runner import run_models
-from compkit.errors import StaleArtifactError
+from compkit.errors import DataError, ParameterError, StaleArtifactError
 from compkit.predict import predict_model
 from compkit.retrieval.single import oof_neighbors
 from compkit.scoring import score_submission
-from compkit.tuning.study import default_study_name, tune_model
+from compkit.tuning.study import default_study_name, read_tuned, tune_model
+from compkit.tuning.tuned import TunedModel, load_tuned
 from compkit.workspace import Workspace
 
 MATCHERS = ["tfidf-word", "phash"]
@@ -58,6 +59,32 @@ def test_tuning_beats_the_default_threshold_and_writes_params_and_plot(embedded)
     written = json.loads(result.path.read_text())
     assert written["params"] == result.params and written["other_candidates_score"] is not None
     assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tuned_parameters_read_back_as_one_typed_record(embedded):
+    _, config, workspace = embedded
+    model = config.model("phash")
+    result = tune_model(config, workspace, model, trials=3)
+    tuned = read_tuned(config, model, workspace)
+    assert isinstance(tuned, TunedModel) and tuned == load_tuned(workspace.tuned_params("phash"))
+    assert (tuned.model, tuned.params, tuned.oof_score, tuned.n_trials) == ("phash", result.params, result.oof_score, 3)
+    assert tuned.candidates == "all" and tuned.study == result.study
+    assert workspace.tuning_dir / tuned.plot == workspace.score_plot("phash") == result.plot
+
+
+def test_a_tuned_file_without_its_fields_is_refused_by_name(tmp_path):
+    path = tmp_path / "tuning" / "phash.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"model": "phash"}))
+    with pytest.raises(DataError, match="phash.json: not a tuned-parameters file \\(no 'params'\\)"):
+        load_tuned(path)
+
+
+def test_negative_trials_are_refused_naming_the_parameter(tmp_path):
+    config = load_config("demo-match")
+    with pytest.raises(ParameterError, match="trials=-1: must be >= 0") as raised:
+        tune_model(config, Workspace(tmp_path), config.models[0], trials=-1)
+    assert raised.value.parameter == "trials"
 
 
 def test_rerun_adds_trials_to_the_same_sqlite_study(embedded):

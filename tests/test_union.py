@@ -7,12 +7,13 @@ import pytest
 from compkit.config import parse_config
 from compkit.errors import ConfigError
 from compkit.metrics import row_f1
-from compkit.postprocess.combined import UnionMatches, UnionMatchF1
-from compkit.postprocess.rules import match_mask
-from compkit.retrieval.candidates import MemberSearch, combined_search, merge_lists
+from compkit.postprocess.combined import UnionMatches, UnionMatchF1, merge_lists
+from compkit.postprocess.matches import match_mask
+from compkit.retrieval.search import MemberSearch, combined_search
 from compkit.retrieval.single import OOFNeighbors
 from compkit.tuning.combined import suggest_combined
-from compkit.tuning.study import match_evaluator, suggest_params
+from compkit.tuning.objectives import match_evaluator
+from compkit.tuning.problem import suggest_params
 
 CONFIG = """
 slug = "union-test"
@@ -67,7 +68,7 @@ def complementary_embeddings(n_groups: int = 80, size: int = 3, seed: int = 0):
 
 
 def self_search(embeddings: list[np.ndarray], depth: int):
-    return combined_search([MemberSearch(matrix) for matrix in embeddings], depth, exact=False)
+    return combined_search([MemberSearch(matrix) for matrix in embeddings], depth, exact=False, backend="auto")
 
 
 def test_merged_candidates_are_ordered_by_best_rank_and_keep_each_members_rank():

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
 from compkit.cli.options import Competition, Force, WorkspaceBase
-from compkit.config import load_config
+from compkit.config import available_competitions, load_config, resolve_config_path
+from compkit.scaffold import init_competition
 from compkit.workspace import Workspace
 
 STATE_STYLES = {"fresh": "green", "stale": "yellow", "present": "cyan", "missing": "dim"}
@@ -28,7 +29,6 @@ def register(app: typer.Typer) -> None:
 
 def competitions() -> None:
     """List the competitions compkit can find (./competitions first, then the shipped ones)."""
-    from compkit.config import available_competitions, resolve_config_path
 
     table = Table("slug", "task", "source", "config")
     for slug in available_competitions():
@@ -45,7 +45,6 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing competition.toml.")] = False,
 ) -> None:
     """Scaffold competitions/SLUG/competition.toml with the task's standard Kaggle columns."""
-    from compkit.scaffold import init_competition
 
     path = init_competition(slug, task, directory=directory, force=force)
     stderr.print(f"wrote {path}: edit the columns and models, then run `compkit fetch -c {slug}`")

@@ -12,12 +12,15 @@ from rich.table import Table
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
 from compkit.cli.options import Competition, WorkspaceBase
 from compkit.config import load_config
-from compkit.errors import ConfigError
+from compkit.errors import ParameterError
 from compkit.workspace import Workspace
+
+# The library's parameters that are not `--<parameter>` here.
+FLAGS = {"csvs": "CSVS", "members": "--model"}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ensemble")(handle_errors(ensemble))
+    app.command("ensemble")(handle_errors(ensemble, flags=FLAGS))
 
 
 def ensemble(
@@ -54,63 +57,45 @@ def ensemble(
 
     Without CSVs, --weights or --vote-threshold, the tuned weights of tuning/ensemble.json are used while fresh.
     """
-    from compkit.data.tables import load_test
-    from compkit.ensemble.vote import ensemble as combine
-    from compkit.ensemble.vote import write_ensemble
-    from compkit.ensemble.weights import TUNED_METHODS, ensemble_models, read_tuned_ensemble, tune_ensemble
+    from compkit.ensemble.final import make_ensemble  # late, like every command's library: `--help` stays fast
+    from compkit.ensemble.weights import solution_scores
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
-    if method in ("concat", "score"):
-        _embedding_ensemble(config, space, method, model, _parse_weights(weights), trials, output, csvs or tune)
+    with RichProgress() as progress:
+        made = make_ensemble(config, space, csvs, method=method, weights=_parse_weights(weights),
+                             vote_threshold=vote_threshold, tune=tune, select=select, trials=trials, rounds=rounds,
+                             members=model, output=output, progress=progress)
+    if made.embedding is not None:
+        tuned = made.embedding.tuned
+        stderr.print(escape(f"{made.method} of {', '.join(made.models)}: OOF {tuned.oof_score:.6f} (default "
+                            f"parameters {tuned.default_score:.6f}), parameters in {tuned.path}"), highlight=False)
+        stdout.print(str(made.path), highlight=False)
         return
-    names = [path.name for path in csvs] if csvs else _model_names(config, space)
-    paths = list(csvs) if csvs else [space.submission_csv(name) for name in names]
-    weight_values = _parse_weights(weights)
-    tunable = method in (None, TUNED_METHODS[config.task])
-    tuned = None
-    if tune:
-        if csvs or weight_values is not None or vote_threshold is not None or not tunable:
-            raise ConfigError("--tune chooses the weights and threshold of the models' own CSVs "
-                              f"({TUNED_METHODS[config.task]}): pass no CSVs, --weights, --vote-threshold or --method")
-        with RichProgress() as progress:
-            tuned = tune_ensemble(config, space, names, select=select, trials=trials, rounds=rounds,
-                                  progress=progress)
-    elif not csvs and weight_values is None and vote_threshold is None and tunable:
-        tuned = read_tuned_ensemble(config, space, ensemble_models(config, space))
-        if tuned is not None:
-            stderr.print(escape(f"using the tuned weights of {tuned.path} ({tuned.select}, OOF {tuned.score:.6f})"),
-                         highlight=False)
-    if tuned is not None:
-        options = tuned.ensemble_options()
-    else:
-        options = {"method": method, "weights": weight_values}
-        if vote_threshold is not None:
-            options["vote_threshold"] = vote_threshold
-    expected_ids = load_test(config, space)[config.columns.id].tolist()
-    result = combine(config, paths, expected_ids=expected_ids, **options)
-    target = output or space.submission_csv("ensemble")
-    write_ensemble(target, result, paths)
-    weights_text = ", ".join(f"{weight:.4g}" for weight in result.weights)
-    stderr.print(escape(f"{result.method} of {len(paths)} CSVs, weights {weights_text}"), highlight=False)
-    _print_scores(config, space, names, paths, target, result, tuned)
-    stdout.print(str(target), highlight=False)
+    if made.tuned is not None and made.tuned.choice is not None:
+        stderr.print(escape(made.tuned.choice.summary()), highlight=False)
+    elif made.tuned is not None and not tune:
+        stderr.print(escape(f"using the tuned weights of {made.tuned.path} ({made.tuned.select}, "
+                            f"OOF {made.tuned.score:.6f})"), highlight=False)
+    weights_text = ", ".join(f"{weight:.4g}" for weight in made.weights)
+    reused = f" ({made.path.name} was fresh: left as it was)" if made.reused else ""
+    stderr.print(escape(f"{made.method} of {len(made.models)} CSVs, weights {weights_text}{reused}"), highlight=False)
+    paths = [Path(path) for path in csvs] if csvs else [space.submission_csv(name) for name in made.models]
+    test = solution_scores(config, space, {**dict(zip(made.models, paths, strict=True)), "ensemble": made.path})
+    _print_scores(config, made, test)
+    stdout.print(str(made.path), highlight=False)
 
 
-def _print_scores(config, space: Workspace, names: list[str], paths: list[Path], target: Path, result, tuned) -> None:
+def _print_scores(config, made, test: dict[str, float]) -> None:
     """Print every input's weight, OOF score (when tuned) and test score (when there is a solution)."""
-    from compkit.ensemble.weights import solution_scores
-
-    test = solution_scores(config, space, {**dict(zip(names, paths, strict=True)), "ensemble": target})
-    if tuned is None and not test:
+    if made.tuned is None and not test:
         return
-    oof = tuned.model_scores if tuned is not None else {}
-    table = Table("model", "weight", "OOF score", "test score", title=f"{config.slug}: ensemble ({result.method})")
-    for name, weight in zip(names, result.weights, strict=True):
-        table.add_row(name, f"{weight:.4g}", _score(oof.get(name)), _score(test.get(name)))
+    table = Table("model", "weight", "OOF score", "test score", title=f"{config.slug}: ensemble ({made.method})")
+    for name, weight in zip(made.models, made.weights, strict=True):
+        table.add_row(name, f"{weight:.4g}", _score(made.oof_scores.get(name)), _score(test.get(name)))
     table.add_section()
-    threshold = "" if result.vote_threshold is None else f"vote >= {result.vote_threshold:.4g}"
-    table.add_row("ensemble", threshold, _score(tuned.score if tuned else None), _score(test.get("ensemble")),
+    threshold = "" if made.vote_threshold is None else f"vote >= {made.vote_threshold:.4g}"
+    table.add_row("ensemble", threshold, _score(made.oof_scores.get("ensemble")), _score(test.get("ensemble")),
                   style="bold")
     stdout.print(table)
 
@@ -119,41 +104,10 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 
 
-def _model_names(config, space: Workspace) -> list[str]:
-    from compkit.ensemble.weights import ensemble_models
-
-    found = ensemble_models(config, space)
-    if len(found) < 2:
-        raise ConfigError(f"found {len(found)} model CSVs in {space.root / 'submissions'}: run compkit predict "
-                          f"-c {config.slug} first, or pass the CSVs to combine")
-    return found
-
-
 def _parse_weights(weights: str | None) -> list[float] | None:
     if weights is None:
         return None
     try:
         return [float(value) for value in weights.split(",")]
     except ValueError:
-        raise ConfigError(f"--weights must be comma-separated numbers, got {weights!r}") from None
-
-
-def _embedding_ensemble(config, space: Workspace, method: str, models, weights, trials: int, output, misused) -> None:
-    """--method concat|score: tune and predict the embedding-level ensemble of the models' cached embeddings."""
-    from compkit.ensemble.embedding_level import embedding_ensemble
-    from compkit.ensemble.vote import ensemble_csv_inputs
-    from compkit.workspace import write_bytes, write_manifest
-
-    if misused:
-        raise ConfigError(f"--method {method} combines the models' embeddings, not CSVs: name them with --model "
-                          "(its weights and thresholds are always tuned on OOF; --tune and CSVs do not apply)")
-    with RichProgress() as progress:
-        result = embedding_ensemble(config, space, method=method, members=models, weights=weights, trials=trials,
-                                    progress=progress)
-    target = output or space.submission_csv("ensemble")
-    write_bytes(target, result.predicted.submission.read_bytes())
-    write_manifest(target, ensemble_csv_inputs([result.predicted.submission], {"method": method}))
-    tuned = result.tuned
-    stderr.print(escape(f"{method} of {', '.join(result.model.members)}: OOF {tuned.oof_score:.6f} "
-                        f"(default parameters {tuned.default_score:.6f}), parameters in {tuned.path}"), highlight=False)
-    stdout.print(str(target), highlight=False)
+        raise ParameterError("weights", weights, "must be comma-separated numbers") from None

@@ -22,3 +22,12 @@ WorkspaceBase = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON for machines.")]
 Force = Annotated[bool, typer.Option("--force", help="Redo the stage even when its artifacts are fresh.")]
+Knn = Annotated[
+    str | None,
+    typer.Option(
+        "--knn",
+        help="Dense kNN backend of every search: auto, torch, faiss or cuml (default: the config's \\[neighbors] "
+        "backend, else auto). Results are the same with each.",
+        show_default=False,
+    ),
+]

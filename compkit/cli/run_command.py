@@ -53,6 +53,8 @@ def run(
         test, oof = report.test_scores.get("ensemble"), report.oof_scores.get("ensemble")
         table.add_row("ensemble", "-" if oof is None else f"{oof:.6f}", "-" if test is None else f"{test:.6f}")
     stdout.print(table)
+    if not report.made:
+        stderr.print("nothing to do: every stage is fresh", highlight=False)
     if report.ensemble is not None:
         stderr.print(f"ensemble submission: {report.ensemble}", highlight=False)
         final = report.test_scores.get("ensemble")

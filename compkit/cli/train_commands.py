@@ -52,7 +52,7 @@ def _run(competition, fold, models, jobs, device, backend, scheduler, workspace,
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
-    folds = parse_folds(fold, config.folds.n_splits)
+    folds = parse_folds(fold, space)
     with RichProgress() as progress:
         outcomes = run_models(
             config, space, folds=folds, models=models, jobs=jobs, device=device, backend=backend,

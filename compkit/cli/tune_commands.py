@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, WorkspaceBase
-from compkit.config import load_config
+from compkit.cli.options import Competition, Knn, WorkspaceBase
+from compkit.config import load_config, with_knn_backend
 from compkit.workspace import Workspace
 
 ModelNames = Annotated[list[str] | None, typer.Option("--model", help="Model name (repeat for several; default: all).")]
@@ -36,12 +36,13 @@ def tune_threshold(
         str, typer.Option("--candidates", help="match: search OOF queries against 'all' training rows or their 'fold'.")
     ] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
+    knn: Knn = None,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Tune each model's post-processing on its OOF neighbours with Optuna; write the best parameters."""
     from compkit.tuning.study import tune_model
 
-    config = load_config(competition)
+    config = with_knn_backend(load_config(competition), knn)
     space = Workspace.for_competition(config.slug, workspace)
     models = [config.model(name) for name in model] if model else list(config.models)
     table = Table("model", "OOF score (tuned)", "default threshold", "other candidates", "parameters", "trials",
@@ -59,11 +60,13 @@ def tune_threshold(
     stderr.print(f"parameters and plots in {space.tuning_dir}", highlight=False)
 
 
-def predict(competition: Competition, model: ModelNames = None, workspace: WorkspaceBase = None) -> None:
+def predict(
+    competition: Competition, model: ModelNames = None, knn: Knn = None, workspace: WorkspaceBase = None
+) -> None:
     """Write submissions/<model>.csv (test) and oof/<model>.csv with each model's tuned parameters."""
     from compkit.predict import predict_model
 
-    config = load_config(competition)
+    config = with_knn_backend(load_config(competition), knn)
     space = Workspace.for_competition(config.slug, workspace)
     models = [config.model(name) for name in model] if model else list(config.models)
     table = Table("model", "submission", "test rows", "oof rows", title=f"{config.slug}: predictions")

@@ -11,14 +11,23 @@ from typing import Any
 
 from compkit.config import CompetitionConfig
 from compkit.data.sources import DataSource, human_size
+from compkit.data.sources.kaggle import KaggleSource
+from compkit.data.sources.local import LocalSource
 from compkit.data.tables import data_inputs
 from compkit.errors import ConfigError, DataError
 from compkit.kaggle_client import RetryPolicy
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.workspace import Workspace, is_fresh, read_manifest, remove_path, replace_directory, write_manifest
+from compkit.workspace import (
+    FETCH_SCRATCH_PREFIX,
+    Workspace,
+    is_fresh,
+    read_manifest,
+    remove_path,
+    replace_directory,
+    write_manifest,
+)
 
 SOURCES = ("kaggle", "local", "synthetic")
-SCRATCH_PREFIX = ".fetch-"
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def fetch_competition(
 
     workspace.root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_scratch(workspace.root)
-    scratch = workspace.root / f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
+    scratch = workspace.fetch_scratch(uuid.uuid4().hex[:12])
     staging = Workspace(scratch).data_dir
     try:
         staging.mkdir(parents=True)
@@ -87,18 +96,28 @@ def make_source(
 ) -> DataSource:
     """Return the data source called `name` for this competition."""
     if name == "kaggle":
-        from compkit.data.sources.kaggle import KaggleSource
-
         return KaggleSource(config.kaggle or config.slug, retry=retry, progress=progress)
     if name == "local":
-        from compkit.data.sources.local import LocalSource
-
         return LocalSource(path)
     if name == "synthetic":
         if config.synthetic is None:
             raise ConfigError(f"{config.slug}: --source synthetic needs a [synthetic] table in competition.toml")
         return SyntheticSource(config)
     raise ConfigError(f"unknown source {name!r} (choose from: {', '.join(SOURCES)})")
+
+
+def origin_change(config: CompetitionConfig, workspace: Workspace) -> str | None:
+    """Return why data/ no longer matches the config's own settings, judged offline (None: it still does).
+
+    Only a generated source can be judged without asking anyone: its origin is the generator and its
+    settings. Whether Kaggle's files changed is asked by an explicit `compkit fetch`, never by a judgement.
+    """
+    manifest = read_manifest(workspace.data_dir) or {}
+    if config.synthetic is None or manifest.get("source") != "synthetic":
+        return None
+    if manifest.get("origin") != SyntheticSource(config).origin():
+        return "the synthetic generator or its settings changed"
+    return None
 
 
 def is_intact(config: CompetitionConfig, workspace: Workspace, *, source: str, origin: dict[str, Any]) -> bool:
@@ -190,6 +209,6 @@ def _count_files(folder: Path) -> tuple[int, int]:
 
 def _remove_abandoned_scratch(root: Path) -> None:
     """Remove scratch folders left by a fetch that was killed before it could clean up."""
-    for leftover in root.glob(f"{SCRATCH_PREFIX}*"):
+    for leftover in root.glob(f"{FETCH_SCRATCH_PREFIX}*"):
         if leftover.is_dir():
             remove_path(leftover)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from compkit.config import CompetitionConfig
 from compkit.errors import DataError
-from compkit.workspace import Workspace
+from compkit.workspace import Workspace, file_sha256, fingerprint
 
 
 def read_table(path: Path, *, required: list[str], source_hint: str = "") -> pd.DataFrame:
@@ -102,7 +102,6 @@ def data_inputs(config: CompetitionConfig, workspace: Workspace) -> dict:
     Tables are hashed in full; image folders by their sorted (name, size) listing, which catches added,
     removed and truncated files without reading every image on each status check.
     """
-    from compkit.workspace import file_sha256, fingerprint
 
     data_dir = workspace.data_dir
     tables = {}

@@ -19,8 +19,9 @@ from compkit.config import CompetitionConfig, ModelConfig
 from compkit.data.tables import load_test
 from compkit.errors import StaleArtifactError
 from compkit.progress import NO_PROGRESS, Progress
+from compkit.schema import to_plain
 from compkit.training.rows import fold_rows, upstream_fingerprint
-from compkit.workspace import Workspace, atomic_path, file_sha256, is_fresh, write_manifest
+from compkit.workspace import Workspace, atomic_path, embedding_stem, file_sha256, is_fresh, write_manifest
 
 NEURAL_KINDS = ("image", "text")
 
@@ -35,7 +36,6 @@ class EmbeddingResult:
 
 def fold_dir_inputs(config: CompetitionConfig, model: ModelConfig, fold: int, workspace: Workspace) -> dict:
     """Return what a fold's cached embeddings are made from (checkpoint hash for trained models)."""
-    from compkit.schema import to_plain
 
     inputs = {
         "model": to_plain(model),
@@ -48,7 +48,7 @@ def fold_dir_inputs(config: CompetitionConfig, model: ModelConfig, fold: int, wo
         run_dir = workspace.model_dir(model.name, fold)
         hint = f"run: compkit train -c {config.slug} --fold {fold} --model {model.name}"
         inputs["trained"] = upstream_fingerprint(run_dir, hint)
-        inputs["checkpoint_sha256"] = file_sha256(run_dir / "best.pt")
+        inputs["checkpoint_sha256"] = file_sha256(workspace.best_checkpoint(model.name, fold))
     return inputs
 
 
@@ -72,7 +72,7 @@ def embed_model_fold(
     train_ids = rows.frame[config.columns.id].to_numpy(dtype=str)
     with atomic_path(directory) as staging:
         staging.mkdir(parents=True)
-        np.save(staging / "oof_ids.npy", train_ids[rows.valid])
+        np.save(_npy(embedding_stem(staging, "oof_ids")), train_ids[rows.valid])
         gallery = None
         if model.kind in NEURAL_KINDS:
             oof, test_vectors, gallery = _neural_embeddings(
@@ -82,25 +82,24 @@ def embed_model_fold(
             oof, test_vectors = _tfidf_embeddings(config, model, rows, test)
         else:
             oof, test_vectors = _phash_embeddings(config, rows, test)
-        _save_matrix(staging / "oof", oof, config.embeddings.dtype)
-        _save_matrix(staging / "test", test_vectors, config.embeddings.dtype)
+        _save_matrix(embedding_stem(staging, "oof"), oof, config.embeddings.dtype)
+        _save_matrix(embedding_stem(staging, "test"), test_vectors, config.embeddings.dtype)
         if gallery is not None:
-            _save_matrix(staging / "train", gallery, config.embeddings.dtype)
+            _save_matrix(embedding_stem(staging, "train"), gallery, config.embeddings.dtype)
     write_manifest(directory, inputs, rows=len(rows.valid), test_rows=len(test))
     return EmbeddingResult(model.name, fold, False, directory)
 
 
 def _neural_embeddings(config, model, fold, workspace, rows, test, device, progress):
-
     from compkit.models.factory import build_embedder
-    from compkit.training.checkpoint import BEST_FILE, load_state
+    from compkit.training.checkpoint import load_state
+    from compkit.training.device import autocast_dtype, resolve_device
     from compkit.training.evaluate import embed_dataset
-    from compkit.training.loop import autocast_dtype, resolve_device
 
     if model.kind == "image":
         model = dataclasses.replace(model, pretrained=False, pretrained_path=None)
     build = build_embedder(model, config.columns)
-    state = load_state(workspace.model_dir(model.name, fold) / BEST_FILE)
+    state = load_state(workspace.best_checkpoint(model.name, fold))
     build.embedder.load_state_dict(state["embedder"])
     torch_device = resolve_device(device)
     build.embedder.to(torch_device)
@@ -142,6 +141,10 @@ def _phash_embeddings(config, rows, test):
     return phash_vectors(rows.frame[column].to_numpy()[rows.valid]), phash_vectors(test[column].to_numpy())
 
 
+def _npy(stem: Path) -> Path:
+    return stem.with_suffix(".npy")
+
+
 def _save_matrix(stem: Path, matrix, dtype: str) -> None:
     if sp.issparse(matrix):
         sp.save_npz(stem.with_suffix(".npz"), matrix.tocsr().astype(np.float32))
@@ -166,13 +169,15 @@ def _require_fresh(config, model, fold, workspace) -> Path:
 
 def load_fold_embeddings(config, model, fold: int, workspace: Workspace):
     """Return (ids, oof matrix, test matrix) of one fold, memory-mapped where dense."""
-    directory = _require_fresh(config, model, fold, workspace)
-    return np.load(directory / "oof_ids.npy"), _load_matrix(directory / "oof"), _load_matrix(directory / "test")
+    _require_fresh(config, model, fold, workspace)
+    files = {part: workspace.embedding_file(model.name, fold, part) for part in ("oof_ids", "oof", "test")}
+    return np.load(_npy(files["oof_ids"])), _load_matrix(files["oof"]), _load_matrix(files["test"])
 
 
 def load_gallery(config, model, fold: int, workspace: Workspace) -> np.ndarray:
     """Return every training row embedded by fold `fold`'s model (identify tasks), memory-mapped."""
-    return _load_matrix(_require_fresh(config, model, fold, workspace) / "train")
+    _require_fresh(config, model, fold, workspace)
+    return _load_matrix(workspace.embedding_file(model.name, fold, "train"))
 
 
 def combined_gallery_embeddings(config, model, workspace: Workspace, folds: list[int]) -> np.ndarray:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from compkit.config import COMBINED_KINDS, CompetitionConfig
 from compkit.embeddings.cache import NEURAL_KINDS, EmbeddingResult, embed_model_fold
-from compkit.errors import BackendUnavailable, ConfigError
+from compkit.errors import BackendUnavailable, ConfigError, ParameterError
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.training.loop import FoldResult, train_model_fold
 from compkit.workspace import Workspace
@@ -21,16 +21,18 @@ class TaskOutcome:
     embedded: EmbeddingResult
 
 
-def parse_folds(fold: str, n_splits: int) -> list[int]:
-    """Return the folds named by --fold: 'all' or one integer in range."""
+def parse_folds(fold: str, workspace: Workspace) -> list[int]:
+    """Return the folds that `fold` names: 'all' (every fold of folds.csv) or one of them."""
+    folds = workspace.fold_range()
     if fold == "all":
-        return list(range(n_splits))
+        return folds
     try:
         value = int(fold)
     except ValueError:
-        raise ConfigError(f"--fold must be an integer or 'all', got {fold!r}") from None
-    if not 0 <= value < n_splits:
-        raise ConfigError(f"--fold must be between 0 and {n_splits - 1} (or 'all'), got {value}")
+        raise ParameterError("fold", fold, "must be an integer or 'all'") from None
+    if value not in folds:
+        raise ParameterError("fold", value, f"must be between 0 and {len(folds) - 1} (or 'all'): "
+                                            f"{workspace.folds_path.name} has {len(folds)} folds")
     return [value]
 
 
@@ -80,7 +82,7 @@ def run_models(
     if not selected:
         raise ConfigError(f"{config.slug} declares no models: add [[models]] tables to its competition.toml")
     if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+        raise ParameterError("jobs", jobs, "must be >= 1")
     tasks = [(model.name, fold) for model in selected for fold in folds]
     overall = progress.task("models x folds", total=len(tasks))
     if jobs == 1 and backend == "loky":

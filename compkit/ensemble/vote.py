@@ -15,7 +15,7 @@ import pandas as pd
 
 from compkit.config import CompetitionConfig
 from compkit.ensemble.ballots import MatchVotes, RankVotes
-from compkit.errors import ConfigError
+from compkit.errors import ConfigError, ParameterError
 from compkit.submission import (
     IdentifySubmission,
     MatchSubmission,
@@ -23,7 +23,7 @@ from compkit.submission import (
     format_match_rows,
     load_submission,
 )
-from compkit.workspace import file_sha256, read_manifest, write_csv, write_manifest
+from compkit.workspace import Workspace, file_sha256, read_manifest, write_csv, write_manifest
 
 METHODS = {"match": ("vote",), "identify": ("rank",)}
 
@@ -49,10 +49,14 @@ def check_weights(weights: Sequence[float] | None, n_inputs: int) -> np.ndarray:
         return np.ones(n_inputs)
     weights = np.asarray(weights, dtype=np.float64)
     if len(weights) != n_inputs:
-        raise ConfigError(f"--weights has {len(weights)} values for {n_inputs} CSVs")
+        raise ParameterError("weights", _listed(weights), f"has {len(weights)} values for {n_inputs} CSVs")
     if (weights < 0).any() or not weights.any():
-        raise ConfigError("--weights must be non-negative and not all zero")
+        raise ParameterError("weights", _listed(weights), "must be non-negative and not all zero")
     return weights
+
+
+def _listed(weights: np.ndarray) -> str:
+    return ",".join(f"{weight:g}" for weight in weights)
 
 
 def vote_matches(
@@ -86,10 +90,10 @@ def ensemble(
     """Return the combined submission of the CSVs at `paths` (validated first)."""
     method = method or METHODS[config.task][0]
     if method not in METHODS[config.task]:
-        raise ConfigError(f"--method {method!r} does not apply to a {config.task} competition "
-                          f"(choose {', '.join(METHODS[config.task])})")
+        raise ParameterError("method", method, f"does not apply to a {config.task} competition "
+                             f"(choose {', '.join(METHODS[config.task])})")
     if not 0 < vote_threshold <= 1:
-        raise ConfigError(f"--vote-threshold must be in (0, 1], got {vote_threshold}")
+        raise ParameterError("vote_threshold", vote_threshold, "must be in (0, 1]")
     submissions = load_inputs(config, paths, expected_ids=expected_ids)
     weight_array = check_weights(weights, len(submissions))
     ids = submissions[0].ids
@@ -101,23 +105,39 @@ def ensemble(
     return EnsembleResult(format_identify_rows(ids, predictions, config=config), method, tuple(weight_array), None)
 
 
-def write_ensemble(target: Path, result: EnsembleResult, paths: Sequence[Path]) -> None:
-    """Write the ensemble CSV with a manifest of its input CSVs (by hash) and how they were combined."""
+def write_ensemble(
+    target: Path, result: EnsembleResult, paths: Sequence[Path], *, workspace: Workspace, weights_from: str,
+) -> None:
+    """Write the ensemble CSV with a manifest: its input CSVs (by hash, workspace-relative), how they were combined.
+
+    `weights_from`: "tuned" (the weights of tuning/ensemble.json) or "given" (chosen by hand). The manifest also
+    records the CSV's own hash, so an edited CSV is not taken for the one compkit wrote.
+    """
     write_csv(target, result.frame)
     options = {"method": result.method, "weights": list(result.weights), "vote_threshold": result.vote_threshold}
-    write_manifest(target, ensemble_csv_inputs(paths, options))
+    write_manifest(target, ensemble_csv_inputs(workspace, paths, options, weights_from=weights_from),
+                   sha256=file_sha256(target))
 
 
-def ensemble_csv_inputs(paths: Sequence[Path], options: dict) -> dict:
-    """Return what an ensemble CSV is made from: each input CSV's hash (None once it is gone) and the options."""
-    csvs = {str(Path(path).resolve()): file_sha256(path) if Path(path).is_file() else None for path in paths}
-    return {"csvs": csvs, "options": options}
+def ensemble_csv_inputs(workspace: Workspace, paths: Sequence[Path], options: dict, *,
+                        weights_from: str = "given") -> dict:
+    """Return what an ensemble CSV is made from: each input CSV's hash (None once it is gone) by its
+    workspace-relative path, the options, and where the weights came from."""
+    csvs = {workspace.relative(path): file_sha256(path) if Path(path).is_file() else None for path in paths}
+    return {"csvs": csvs, "options": options, "weights_from": weights_from}
 
 
-def recorded_ensemble_inputs(target: Path) -> dict | None:
-    """Return the inputs an ensemble CSV's manifest recorded, re-hashed as the files are now (None: no manifest)."""
+def recorded_ensemble_inputs(target: Path, workspace: Workspace) -> dict | None:
+    """Return the inputs an ensemble CSV's manifest recorded, re-hashed as the files are now (None: no manifest).
+
+    The recorded paths are resolved in `workspace`, so a copied or moved workspace is judged against its own
+    files.
+    """
     manifest = read_manifest(target)
     if manifest is None or "csvs" not in manifest.get("inputs", {}):
         return None
     recorded = manifest["inputs"]
-    return ensemble_csv_inputs([Path(path) for path in recorded["csvs"]], recorded["options"])
+    csvs = {name: file_sha256(path) if (path := workspace.resolve(name)).is_file() else None
+            for name in recorded["csvs"]}
+    return {"csvs": csvs, "options": recorded["options"], "weights_from": recorded.get("weights_from", "given")}
+

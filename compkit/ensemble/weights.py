@@ -10,20 +10,26 @@ and refuses them once an OOF CSV changed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from compkit.config import CompetitionConfig
+from compkit.data.folds import FOLD_COLUMN, load_folds
 from compkit.ensemble.ballots import MatchVotes, RankVotes
 from compkit.ensemble.objective import RankMAP, VoteF1
 from compkit.ensemble.vote import load_inputs
-from compkit.errors import ConfigError, StaleArtifactError
+from compkit.errors import ConfigError, DataError, ParameterError, StaleArtifactError
 from compkit.metrics import encode_ids, map_at_5, mean_row_f1
+from compkit.postprocess.top5 import NEW_INDIVIDUAL
 from compkit.progress import NO_PROGRESS, Progress
+from compkit.retrieval.layout import identify_truth
+from compkit.scoring import score_submission
+from compkit.tuning.study import open_study, storage_url
 from compkit.workspace import Workspace, file_sha256, fingerprint, is_fresh, read_json, write_json, write_manifest
 
 TUNED_METHODS = {"match": "vote", "identify": "rank"}
@@ -45,6 +51,7 @@ class TunedEnsemble:
     score: float
     metric: str
     path: Path
+    choice: TuningChoice | None = field(default=None, compare=False)  # set by a tuning that met a fresh one
 
     def ensemble_options(self) -> dict:
         """Return the keyword arguments of `compkit.ensemble.ensemble` that apply these weights."""
@@ -54,6 +61,25 @@ class TunedEnsemble:
         return options
 
 
+@dataclass(frozen=True)
+class TuningChoice:
+    """Which of two fresh tunings of the same models and OOF CSVs tuning/ensemble.json keeps: the better one."""
+
+    kept: str  # "new" (this tuning, written) or "previous" (the earlier one, left as it was)
+    new_select: str
+    new_score: float
+    previous_select: str
+    previous_score: float
+
+    def summary(self) -> str:
+        """Return one line saying which was kept, with both OOF scores."""
+        new = f"this {self.new_select} one (OOF {self.new_score:.6f})"
+        previous = f"the earlier {self.previous_select} result (OOF {self.previous_score:.6f})"
+        if self.kept == "previous":
+            return f"kept {previous} over {new}: tuning/ensemble.json is unchanged"
+        return f"replaced {previous} with {new}"
+
+
 def ensemble_models(config: CompetitionConfig, workspace: Workspace) -> list[str]:
     """Return the models that have a test CSV (submissions/<model>.csv), in the config's order."""
     return [m.name for m in config.models if workspace.submission_csv(m.name).is_file()]
@@ -61,9 +87,6 @@ def ensemble_models(config: CompetitionConfig, workspace: Workspace) -> list[str
 
 def oof_truth(config: CompetitionConfig, workspace: Workspace) -> tuple[np.ndarray, np.ndarray]:
     """Return (training ids, truth): label codes (match), or labels with new_individual (identify)."""
-    from compkit.data.folds import FOLD_COLUMN, load_folds
-    from compkit.retrieval.single import NEW_INDIVIDUAL, identify_truth
-
     folds = load_folds(config, workspace)
     ids = folds[config.columns.id].to_numpy(dtype=object)
     labels = folds[config.columns.label].to_numpy(dtype=object)
@@ -99,11 +122,15 @@ def tune_ensemble(
 
     select="optuna" adds `trials` trials to a seeded study (weights in [0, 1] and, for match, the vote
     threshold); select="greedy" runs `rounds` rounds of forward selection with replacement (weights = counts).
+    When tuning/ensemble.json already holds a fresh tuning of the same models and OOF CSVs that scores better,
+    it is kept (not rewritten) and returned; `choice` on the result says which was kept, with both scores.
     """
     if select not in SELECTIONS:
-        raise ConfigError(f"--select must be one of {', '.join(SELECTIONS)}, got {select!r}")
-    if trials < 1 or rounds < 1:
-        raise ConfigError(f"--trials and --rounds must be >= 1, got {trials} and {rounds}")
+        raise ParameterError("select", select, f"must be one of {', '.join(SELECTIONS)}")
+    if trials < 1:
+        raise ParameterError("trials", trials, "must be >= 1")
+    if rounds < 1:
+        raise ParameterError("rounds", rounds, "must be >= 1")
     models = list(models) if models is not None else ensemble_models(config, workspace)
     if len(models) < 2:
         raise ConfigError(f"ensemble tuning needs at least two models with CSVs, got {len(models)} "
@@ -118,13 +145,18 @@ def tune_ensemble(
         weights, threshold, detail = greedy_selection(objective, len(models), rounds=rounds, progress=progress)
     else:
         name = f"{config.slug}.ensemble.{method}.{fingerprint({**inputs, 'range': VOTE_THRESHOLD_RANGE})[:8]}"
-        from compkit.tuning.study import open_study, storage_url
-
         study = open_study(storage_url(workspace, storage), name, seed=seed)
         weights, threshold, detail = optuna_selection(objective, models, study, task=config.task, trials=trials,
                                                       progress=progress)
     tuned = TunedEnsemble(method, select, tuple(models), tuple(float(w) for w in weights), threshold, model_scores,
                           objective.score(weights, threshold), METRICS[config.task], workspace.tuned_ensemble)
+    previous = _fresh_tuning(config, workspace, models)
+    if previous is not None:
+        kept = "previous" if previous.score > tuned.score else "new"
+        choice = TuningChoice(kept, tuned.select, tuned.score, previous.select, previous.score)
+        if kept == "previous":
+            return dataclasses.replace(previous, choice=choice)
+        tuned = dataclasses.replace(tuned, choice=choice)
     write_json(tuned.path, {
         "method": method, "select": select, "models": models, "weights": list(tuned.weights),
         "vote_threshold": threshold, "oof_scores": model_scores, "ensemble_oof_score": tuned.score,
@@ -132,6 +164,14 @@ def tune_ensemble(
     })
     write_manifest(tuned.path, inputs)
     return tuned
+
+
+def _fresh_tuning(config: CompetitionConfig, workspace: Workspace, models: Sequence[str]) -> TunedEnsemble | None:
+    """Return the fresh tuning of these models on these OOF CSVs already in tuning/ensemble.json, if any."""
+    try:
+        return read_tuned_ensemble(config, workspace, models)
+    except (StaleArtifactError, DataError, KeyError):
+        return None
 
 
 def _objective(config: CompetitionConfig, submissions, truth: np.ndarray) -> VoteF1 | RankMAP:
@@ -248,8 +288,6 @@ def fresh_or_tuned(
 
 def solution_scores(config: CompetitionConfig, workspace: Workspace, paths: Mapping[str, Path]) -> dict[str, float]:
     """Return each CSV's test score against the competition's solution file, {} when it has none."""
-    from compkit.scoring import score_submission
-
     if not config.data.solution or not (workspace.data_dir / config.data.solution).is_file():
         return {}
     return {name: score_submission(config, workspace, path).score for name, path in paths.items()}

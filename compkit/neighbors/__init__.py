@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from compkit.config import KNN_BACKENDS
 from compkit.errors import CompkitError
 from compkit.neighbors.base import KNNBackend, SearchResult, l2_normalize
 from compkit.neighbors.cuml_knn import CumlKNN, cuml_available
@@ -18,7 +19,7 @@ from compkit.neighbors.sparse import (
 )
 from compkit.neighbors.torch_knn import TorchKNN
 
-BACKEND_NAMES = ("auto", "torch", "faiss", "cuml")
+BACKEND_NAMES = KNN_BACKENDS  # what `[neighbors] backend` and `--knn` accept
 
 __all__ = [
     "BACKEND_NAMES",

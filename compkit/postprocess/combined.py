@@ -1,5 +1,10 @@
 """Candidate tables -> predictions of union, concat and score models: pure, vectorised over all rows.
 
+A candidate table holds several members' neighbour lists of the same queries merged into one candidate list
+per query: the union of the members' top-k lists, ordered by their best rank in any member's list (ties: the
+member listed first), with each member's rank and similarity of every candidate (see
+`compkit.retrieval.search.combined_search`).
+
 - union (match): a pair is matched when any member listed it with similarity >= that member's threshold;
   at most `max_matches`, best-ranked first. min2 on top: a posting the union leaves alone also keeps each
   member's nearest other posting whose similarity reaches that member's min2 threshold.
@@ -14,16 +19,62 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from compkit.metrics import label_sizes
-from compkit.postprocess.rules import NO_LABEL
-from compkit.retrieval.candidates import CandidateTable
+from compkit.postprocess.top5 import NO_LABEL, first_occurrences
 
 THRESHOLD_PARAM = "threshold:{}"
 MIN2_PARAM = "min2_threshold:{}"
 WEIGHT_PARAM = "weight:{}"
+
+
+@dataclass(frozen=True)
+class CandidateTable:
+    """Merged candidates of n queries from m members.
+
+    `indices` (n, K): reference rows, best rank first, -1 pads; `similarities` (m, n, K) float32, -inf where
+    unknown or padded; `ranks` (m, n, K) int32: position in the member's own list, -1 where not listed.
+    """
+
+    indices: np.ndarray
+    similarities: np.ndarray
+    ranks: np.ndarray
+
+    @property
+    def listed(self) -> np.ndarray:
+        return self.ranks >= 0
+
+
+def merge_lists(indices: Sequence[np.ndarray], similarities: Sequence[np.ndarray]) -> CandidateTable:
+    """Return the members' (n, k_j) neighbour lists (-1 pads) merged into one CandidateTable."""
+    n_members, n_rows = len(indices), len(indices[0])
+    depth = max(member.shape[1] for member in indices)
+    stacked = np.full((n_members, n_rows, depth), -1, dtype=np.int64)
+    for member, member_indices in enumerate(indices):
+        stacked[member, :, : member_indices.shape[1]] = member_indices
+    interleaved = stacked.transpose(1, 2, 0).reshape(n_rows, depth * n_members)  # column = rank * m + member
+    first = first_occurrences(interleaved)
+    column = np.cumsum(first, axis=1) - 1
+    rows, columns = np.nonzero(first)
+    width = int(first.sum(axis=1).max(initial=0))
+    merged = np.full((n_rows, width), -1, dtype=np.int64)
+    merged[rows, column[rows, columns]] = interleaved[rows, columns]
+
+    n_reference = int(interleaved.max(initial=0)) + 1
+    first_keys = rows * n_reference + interleaved[rows, columns]
+    order = np.argsort(first_keys)
+    sorted_keys, sorted_columns = first_keys[order], column[rows, columns][order]
+    merged_similarities = np.full((n_members, n_rows, width), -np.inf, dtype=np.float32)
+    ranks = np.full((n_members, n_rows, width), -1, dtype=np.int32)
+    for member, (member_indices, member_similarities) in enumerate(zip(indices, similarities, strict=True)):
+        row, rank = np.nonzero(member_indices >= 0)
+        position = sorted_columns[np.searchsorted(sorted_keys, row * n_reference + member_indices[row, rank])]
+        merged_similarities[member, row, position] = member_similarities[row, rank]
+        ranks[member, row, position] = rank
+    return CandidateTable(merged, merged_similarities, ranks)
 
 
 def member_weights(members: Sequence[str], weights: Sequence[float], params: dict) -> np.ndarray:

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from compkit.data.tables import load_train
 from compkit.metrics import average_precision_at_5
-from compkit.postprocess.rules import NO_LABEL, insert_new_individual
+from compkit.postprocess.top5 import NO_LABEL, insert_new_individual
 
 SPECIES_PARAM = "species_threshold:{}"
 GRID_POINTS = 401
@@ -51,8 +52,6 @@ def training_label_species(config, workspace) -> LabelSpecies | None:
     """Return the training labels' species when per-species thresholds are on, else None."""
     if not config.postprocess.new_individual_per_species:
         return None
-    from compkit.data.tables import load_train
-
     train = load_train(config, workspace)
     return label_species(train[config.columns.label], train[config.columns.species])
 

@@ -1,18 +1,18 @@
-"""The candidate tables of union, concat and score models: their members' neighbour lists merged, OOF and test.
+"""The candidate tables of combined (union, concat and score) models: their members' neighbour lists merged.
 
 OOF tables are searched exactly as each member's own OOF lists are (match: against all training rows or
 within the fold, after blending; identify: each fold against the other folds' gallery embedded by that
 fold's model) and cached in `tuning/<model>/candidates-<candidates>.npz`; their manifest is made of the
-members' embedding fingerprints, so a retrained member makes them stale. Test tables are built on demand.
-Concat models also fill in the similarities a member did not list (see `compkit.retrieval.candidates`).
+members' single-model neighbour inputs, so a retrained member makes them stale. Test tables are built on
+demand. Concat models also fill in the similarities a member did not list (see `compkit.retrieval.search`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from compkit.config import CombinedModel, CompetitionConfig
@@ -22,8 +22,19 @@ from compkit.embeddings.cache import (
     load_fold_embeddings,
     load_gallery,
 )
-from compkit.retrieval.candidates import CandidateTable, MemberSearch, combined_search, place_rows
-from compkit.retrieval.single import all_rows_matrix, identify_truth, neighbors_inputs, resolve_candidates, search_depth
+from compkit.postprocess.combined import CandidateTable
+from compkit.retrieval.layout import (
+    all_rows_matrix,
+    covered_positions,
+    identify_truth,
+    renumbered,
+    resolve_candidates,
+    search_depth,
+    training_rows,
+)
+from compkit.retrieval.search import MemberSearch, combined_search
+from compkit.retrieval.single import single_inputs
+from compkit.schema import to_plain
 from compkit.workspace import Workspace, atomic_path, is_fresh, write_manifest
 
 
@@ -41,11 +52,9 @@ class CandidateNeighbors:
 
 def combined_inputs(config: CompetitionConfig, model: CombinedModel, workspace: Workspace, candidates: str) -> dict:
     """Return what a combined model's OOF candidates are made from: its spec and its members' neighbour inputs."""
-    from compkit.schema import to_plain
-
     return {
         "model": to_plain(model),
-        "members": [neighbors_inputs(config, config.model(name), workspace, candidates) for name in model.members],
+        "members": [single_inputs(config, config.model(name), workspace, candidates) for name in model.members],
     }
 
 
@@ -59,7 +68,7 @@ def oof_candidates(
 ) -> CandidateNeighbors:
     """Return the model's OOF candidate table, from the cache when fresh."""
     candidates = resolve_candidates(config, candidates)
-    path = workspace.tuning_dir / model.name / f"candidates-{candidates}.npz"
+    path = workspace.candidates_cache(model.name, candidates)
     inputs = combined_inputs(config, model, workspace, candidates)
     if is_fresh(path, inputs):
         return _load(path, candidates)
@@ -83,62 +92,71 @@ def _load(path, candidates: str) -> CandidateNeighbors:
 
 
 def _compute(config: CompetitionConfig, model: CombinedModel, workspace: Workspace, candidates: str):
-    from compkit.data.tables import load_train
-
-    train = load_train(config, workspace)
-    position = pd.Index(train[config.columns.id])
-    labels = pd.factorize(train[config.columns.label])[0].astype(np.int64)
     members = [config.model(name) for name in model.members]
-    folds_data = [[load_fold_embeddings(config, member, f, workspace) for f in range(config.folds.n_splits)]
+    folds_data = [[load_fold_embeddings(config, member, f, workspace) for f in workspace.fold_range()]
                   for member in members]
-    rows_of_fold = [position.get_indexer(ids) for ids, _, _ in folds_data[0]]
-    fold_of_row = np.full(len(train), -1, dtype=np.int64)
-    for fold, rows in enumerate(rows_of_fold):
-        fold_of_row[rows] = fold
+    layout = training_rows(config, workspace, [ids for ids, _, _ in folds_data[0]])
+    train, n_rows = layout.table, len(layout.table)
     depth, space, exact = search_depth(config), config.postprocess, needs_exact(model)
+    blending = {"blend_stages": space.blend_stages, "blend_threshold": space.blend_threshold}
+    backend = config.neighbors.backend
     parts = []
     if config.task == "identify":
-        for fold, rows in enumerate(rows_of_fold):
-            gallery_rows = np.setdiff1d(np.arange(len(train)), rows)
+        for fold, rows in enumerate(layout.rows_of_fold):
+            gallery_rows = layout.gallery_rows(fold)
             searches = [MemberSearch(_loaded(data[fold][1]),
                                      np.asarray(load_gallery(config, member, fold, workspace))[gallery_rows])
                         for member, data in zip(members, folds_data, strict=True)]
-            parts.append((rows, _mapped(combined_search(searches, depth, exact=exact), gallery_rows)))
+            table = combined_search(searches, depth, exact=exact, backend=backend)
+            parts.append((rows, _mapped(table, gallery_rows)))
     elif candidates == "all":
-        searches = [MemberSearch(all_rows_matrix(config, member, train, rows_of_fold, data))
+        searches = [MemberSearch(all_rows_matrix(config, member, train, layout.rows_of_fold, data))
                     for member, data in zip(members, folds_data, strict=True)]
-        table = combined_search(searches, depth, exact=exact, blend_stages=space.blend_stages,
-                                blend_threshold=space.blend_threshold)
-        parts.append((np.arange(len(train)), table))
+        parts.append((np.arange(n_rows), combined_search(searches, depth, exact=exact, backend=backend, **blending)))
     else:
-        for fold, rows in enumerate(rows_of_fold):
+        for fold, rows in enumerate(layout.rows_of_fold):
             searches = [MemberSearch(_loaded(data[fold][1])) for data in folds_data]
-            table = combined_search(searches, depth, exact=exact, blend_stages=space.blend_stages,
-                                    blend_threshold=space.blend_threshold)
+            table = combined_search(searches, depth, exact=exact, backend=backend, **blending)
             parts.append((rows, _mapped(table, rows)))
-    table = place_rows(parts, len(train))
-    covered = fold_of_row >= 0
+    table = place_rows(parts, n_rows)
+    covered = layout.covered
     ids = train[config.columns.id].to_numpy(dtype=str)[covered]
     table = CandidateTable(table.indices[covered], table.similarities[:, covered], table.ranks[:, covered])
+    folds = layout.fold_of_row[covered]
     if config.task == "identify":
-        truth = identify_truth(labels, fold_of_row)[covered]
-        return CandidateNeighbors(ids, labels, fold_of_row[covered], table, candidates, truth)
-    renumbered = _mapped(table, np.cumsum(covered) - 1)  # match: indices point into the covered rows only
-    return CandidateNeighbors(ids, labels[covered], fold_of_row[covered], renumbered, candidates)
+        truth = identify_truth(layout.labels, layout.fold_of_row)[covered]
+        return CandidateNeighbors(ids, layout.labels, folds, table, candidates, truth)
+    match_table = _mapped(table, covered_positions(covered))  # match: indices point into the covered rows only
+    return CandidateNeighbors(ids, layout.labels[covered], folds, match_table, candidates)
 
 
 def test_candidates(config: CompetitionConfig, model: CombinedModel, workspace: Workspace) -> CandidateTable:
     """Return the model's test candidates: test rows (match) or training rows (identify's gallery)."""
     members = [config.model(name) for name in model.members]
-    folds = list(range(config.folds.n_splits))
-    space = config.postprocess
+    folds = workspace.fold_range()
+    space, backend = config.postprocess, config.neighbors.backend
     if config.task == "identify":
         searches = [MemberSearch(combined_test_embeddings(config, member, workspace, folds),
                                  combined_gallery_embeddings(config, member, workspace, folds)) for member in members]
-        return combined_search(searches, search_depth(config), exact=needs_exact(model))
+        return combined_search(searches, search_depth(config), exact=needs_exact(model), backend=backend)
     searches = [MemberSearch(combined_test_embeddings(config, member, workspace, folds)) for member in members]
-    return combined_search(searches, search_depth(config), exact=needs_exact(model),
+    return combined_search(searches, search_depth(config), exact=needs_exact(model), backend=backend,
                            blend_stages=space.blend_stages, blend_threshold=space.blend_threshold)
+
+
+def place_rows(tables: Sequence[tuple[np.ndarray, CandidateTable]], n_rows: int) -> CandidateTable:
+    """Return one table of `n_rows` queries from (query rows, table) parts; rows no part covers stay padded."""
+    n_members = tables[0][1].similarities.shape[0]
+    width = max(table.indices.shape[1] for _, table in tables)
+    indices = np.full((n_rows, width), -1, dtype=np.int64)
+    similarities = np.full((n_members, n_rows, width), -np.inf, dtype=np.float32)
+    ranks = np.full((n_members, n_rows, width), -1, dtype=np.int32)
+    for rows, table in tables:
+        part = table.indices.shape[1]
+        indices[rows, :part] = table.indices
+        similarities[:, rows, :part] = table.similarities
+        ranks[:, rows, :part] = table.ranks
+    return CandidateTable(indices, similarities, ranks)
 
 
 def _loaded(matrix):
@@ -148,5 +166,4 @@ def _loaded(matrix):
 
 def _mapped(table: CandidateTable, rows: np.ndarray) -> CandidateTable:
     """Return the table with its (local) candidate indices replaced by `rows[index]` (-1 stays -1)."""
-    indices = np.where(table.indices >= 0, rows[np.clip(table.indices, 0, None)], -1)
-    return CandidateTable(indices, table.similarities, table.ranks)
+    return CandidateTable(renumbered(table.indices, rows), table.similarities, table.ranks)

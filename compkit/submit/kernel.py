@@ -29,9 +29,13 @@ from pathlib import Path
 import compkit
 from compkit.config import CompetitionConfig
 from compkit.embeddings.cache import NEURAL_KINDS
+from compkit.ensemble.final import final_csv_path
 from compkit.errors import BackendUnavailable, ConfigError, KaggleError
 from compkit.kaggle_client import RetryPolicy, connect, http_status
 from compkit.submit.kernel_run import SUBMISSION_FILE, WEIGHTS_CONFIG, WEIGHTS_MARKER, WEIGHTS_WORKSPACE
+from compkit.submit.ledger import add_row, update_row
+from compkit.submit.upload import artifact_cv, kaggle_name
+from compkit.tuning.study import read_tuned
 from compkit.workspace import Workspace, atomic_path, file_sha256, manifest_path, write_json, write_text
 
 KERNEL_FILE = "compkit_kernel.py"
@@ -151,8 +155,6 @@ def write_kernel(
     config: CompetitionConfig, workspace: Workspace, spec: KernelSpec, *, config_path: Path
 ) -> KernelFolder:
     """Write the kernel folder (notebook, wheels and weights) for `config`'s trained and tuned workspace."""
-    from compkit.submit.upload import kaggle_name
-
     competition = kaggle_name(config)
     weights = weights_files(config, workspace)
     with atomic_path(workspace.kernel_dir) as staging:
@@ -172,8 +174,6 @@ def write_kernel(
 
 def weights_files(config: CompetitionConfig, workspace: Workspace) -> list[Path]:
     """Return the workspace files (relative paths) the kernel needs, refusing missing or stale ones."""
-    from compkit.tuning.study import read_tuned
-
     if not config.models:
         raise ConfigError(f"{config.slug} declares no models: nothing for a kernel to predict with")
     wanted = [workspace.folds_path, manifest_path(workspace.folds_path), workspace.study_storage]
@@ -181,11 +181,10 @@ def weights_files(config: CompetitionConfig, workspace: Workspace) -> list[Path]
         read_tuned(config, model, workspace)  # raises, with the command to run, when missing or stale
         wanted += [workspace.tuned_params(model.name), manifest_path(workspace.tuned_params(model.name))]
         if model.kind in NEURAL_KINDS:
-            from compkit.training.checkpoint import RESUME_FILE
-
-            for fold in range(config.folds.n_splits):
+            for fold in workspace.fold_range():
                 run_dir = workspace.model_dir(model.name, fold)
-                wanted += [path for path in sorted(run_dir.glob("*")) if path.is_file() and path.name != RESUME_FILE]
+                resume = workspace.resume_checkpoint(model.name, fold)
+                wanted += [path for path in sorted(run_dir.glob("*")) if path.is_file() and path != resume]
                 wanted.append(manifest_path(run_dir))
     ensemble = workspace.tuned_ensemble
     if ensemble.is_file():
@@ -226,15 +225,12 @@ def push_kernel(
 
     Raises KaggleError unless Kaggle saved it and can attach every source it names.
     """
-    from compkit.submit.ledger import add_row, update_row
-    from compkit.submit.upload import artifact_cv, kaggle_name
-
     competition = kaggle_name(config)
     folder = KernelFolder(workspace.kernel_dir)
     script = folder.notebook / KERNEL_FILE
     if not script.is_file():
         raise ConfigError(f"{script}: missing: write the kernel first (compkit submit -c {config.slug} --kernel)")
-    final = "ensemble" if len(config.models) >= 2 else config.models[0].name
+    final = final_csv_path(config, workspace)[1]
     row_id = add_row(workspace, competition=competition, kind="kernel", model=final, file=spec.kernel_id,
                      sha256=file_sha256(script), message=message if message is not None else f"kernel {spec.kernel_id}",
                      cv_score=artifact_cv(config, workspace, final), status="uploading")

@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compkit.config import CompetitionConfig, load_config
-from compkit.data.tables import read_table
+from compkit.data.fetch import fetch_competition
+from compkit.data.tables import load_test, read_table
+from compkit.ensemble.final import final_csv_path
 from compkit.errors import DataError
+from compkit.pipeline import run_pipeline
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.workspace import Workspace, read_json, remove_path, write_bytes, write_csv
+from compkit.scoring import score_submission
+from compkit.workspace import Workspace, remove_path, write_bytes, write_csv
 
 WEIGHTS_CONFIG = "competition.toml"
 WEIGHTS_MARKER = "compkit-kernel.json"
@@ -67,13 +71,6 @@ def run_kernel(
     log: Callable[[str], None] = lambda message: None,
 ) -> KernelRunResult:
     """Predict the competition's test set with the weights dataset's models; write working_dir/submission.csv."""
-    from compkit.data.fetch import fetch_competition
-    from compkit.data.tables import load_test
-    from compkit.embeddings.runner import run_models
-    from compkit.predict import predict_model
-    from compkit.scoring import score_submission
-    from compkit.tuning.study import tune_model
-
     weights_dir, working_dir = Path(weights_dir), Path(working_dir)
     config = load_config(str(weights_dir / WEIGHTS_CONFIG))
     workspace = Workspace(working_dir / "work" / config.slug)
@@ -85,22 +82,16 @@ def run_kernel(
         log(f"the visible test set has {visible_rows} rows (a placeholder): the training set stands in for it")
         source_dir = train_as_test_view(config, source_dir, working_dir / TRAIN_AS_TEST_DIR)
     log(fetch_competition(config, workspace, source="local", path=source_dir, progress=progress).message)
-    run_models(config, workspace, folds=list(range(config.folds.n_splits)), embed_only=True, device=device,
-               progress=progress)
-    for model in config.models:
-        stored = read_json(workspace.tuned_params(model.name))
-        tune_model(config, workspace, model, trials=0, study_name=stored["study"], candidates=stored["candidates"],
-                   progress=progress)
-        predict_model(config, workspace, model)
-        log(f"{model.name}: predicted")
-    final, source, oof_scores = _final_csv(config, workspace, progress)
-    write_bytes(working_dir / SUBMISSION_FILE, final.read_bytes())
+    report = run_pipeline(config, workspace, trials=0, train_models=False, device=device, progress=progress,
+                          on_stage=lambda stage, outcome: log(f"{stage}: {outcome}"))
+    final_path, source = final_csv_path(config, workspace)
+    write_bytes(working_dir / SUBMISSION_FILE, final_path.read_bytes())
     train_as_test = None
     if placeholder:
         truth = workspace.data_dir / config.data.train
-        train_as_test = score_submission(config, workspace, final, solution_path=truth).score
-    return KernelRunResult(working_dir / SUBMISSION_FILE, source, len(load_test(config, workspace)), placeholder,
-                           oof_scores, train_as_test)
+        train_as_test = score_submission(config, workspace, final_path, solution_path=truth).score
+    return KernelRunResult(working_dir / SUBMISSION_FILE, source, len(load_test(config, workspace)),
+                           placeholder, report.oof_scores, train_as_test)
 
 
 def restore_weights(source: Path, target: Path) -> None:
@@ -149,23 +140,3 @@ def train_as_test_view(config: CompetitionConfig, competition_dir: Path, view_di
     if config.data.solution:
         os.symlink(train_path, view_dir / config.data.solution)
     return view_dir
-
-
-def _final_csv(config: CompetitionConfig, workspace: Workspace, progress: Progress) -> tuple[Path, str, dict]:
-    """Return (final CSV, what it is, OOF scores): the tuned ensemble of every model, or the only model's CSV."""
-    from compkit.data.tables import load_test
-    from compkit.ensemble.vote import ensemble, write_ensemble
-    from compkit.ensemble.weights import fresh_or_tuned
-    from compkit.pipeline import ENSEMBLE_SELECT
-
-    names = [model.name for model in config.models]
-    if len(names) == 1:
-        oof_score = read_json(workspace.tuned_params(names[0]))["oof_score"]
-        return workspace.submission_csv(names[0]), names[0], {names[0]: oof_score}
-    tuned, _ = fresh_or_tuned(config, workspace, names, select=ENSEMBLE_SELECT, progress=progress)
-    test_ids = load_test(config, workspace)[config.columns.id].tolist()
-    paths = [workspace.submission_csv(name) for name in names]
-    result = ensemble(config, paths, expected_ids=test_ids, **tuned.ensemble_options())
-    target = workspace.submission_csv("ensemble")
-    write_ensemble(target, result, paths)
-    return target, "ensemble", {**tuned.model_scores, "ensemble": tuned.score}

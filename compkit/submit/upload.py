@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from compkit.config import CompetitionConfig
+from compkit.data.tables import load_test
+from compkit.ensemble.final import ENSEMBLE, final_csv_state
+from compkit.ensemble.weights import read_tuned_ensemble
 from compkit.errors import ConfigError, DataError, KaggleError, StaleArtifactError
 from compkit.kaggle_client import KaggleConnection, RetryPolicy, TransientKaggleFailure, connect
+from compkit.predict import prediction_inputs
+from compkit.submission import load_submission
 from compkit.submit.ledger import add_row, read_ledger, update_row
-from compkit.workspace import Workspace, file_sha256, read_json
+from compkit.tuning.tuned import load_tuned
+from compkit.workspace import Workspace, file_sha256, is_fresh
 
-ENSEMBLE = "ensemble"
 LIST_PAGE_SIZE = 20
 MAX_LIST_PAGES = 10  # a pending submission is among the newest; older rows are looked up this far back
 
@@ -78,28 +83,27 @@ def kaggle_name(config: CompetitionConfig) -> str:
 
 
 def default_submission(config: CompetitionConfig, workspace: Workspace) -> Path:
-    """Return the file to submit when none is named: the ensemble CSV, or the only model's CSV."""
-    ensemble = workspace.submission_csv(ENSEMBLE)
-    model_csvs = [workspace.submission_csv(m.name) for m in config.models if workspace.submission_csv(m.name).is_file()]
-    if ensemble.is_file():
-        newer = [p for p in model_csvs if p.stat().st_mtime_ns > ensemble.stat().st_mtime_ns]
-        if newer:
-            raise StaleArtifactError(f"{ensemble} is older than {newer[0]}: run compkit ensemble -c {config.slug} "
-                                     "again, or pass -f FILE")
-        return ensemble
-    if len(config.models) == 1 and model_csvs:
-        return model_csvs[0]
-    raise DataError(f"nothing to submit in {ensemble.parent} ({len(model_csvs)} model CSVs, no ensemble.csv): run "
-                    f"compkit predict / compkit ensemble -c {config.slug} first, or pass -f FILE")
+    """Return the file to submit when none is named: the final CSV (the ensemble, or the only model's CSV).
+
+    It is refused unless fresh, by the rule `compkit status` applies (`compkit.ensemble.final.final_csv_state`:
+    the recorded hashes of its inputs, never file times).
+    """
+    state = final_csv_state(config, workspace)
+    if state.state == "fresh":
+        return state.path
+    if state.state == "stale":
+        raise StaleArtifactError(f"{state.path}: stale, {state.reason}: run compkit ensemble -c {config.slug} "
+                                 "(or compkit run) again, or pass -f FILE")
+    model_csvs = [m.name for m in config.models if workspace.submission_csv(m.name).is_file()]
+    raise DataError(f"nothing to submit in {workspace.submission_csv(ENSEMBLE).parent} ({len(model_csvs)} model "
+                    f"CSVs, no {state.path.name}): run compkit predict / compkit ensemble -c {config.slug} first, "
+                    "or pass -f FILE")
 
 
 def plan_submission(
     config: CompetitionConfig, workspace: Workspace, *, path: Path | None = None, message: str | None = None
 ) -> SubmissionPlan:
     """Return what would be submitted, after validating the file against the test set in full."""
-    from compkit.data.tables import load_test
-    from compkit.submission import load_submission
-
     competition = kaggle_name(config)
     path = Path(path) if path is not None else default_submission(config, workspace)
     expected_ids = load_test(config, workspace)[config.columns.id].tolist()
@@ -131,37 +135,23 @@ def artifact_cv(config: CompetitionConfig, workspace: Workspace, name: str) -> f
 
 def model_cv(workspace: Workspace, model: str) -> float | None:
     """Return the tuned OOF score behind submissions/<model>.csv, or None when the CSV is not from it."""
-    from compkit.predict import prediction_inputs
-    from compkit.workspace import is_fresh
-
     tuned = workspace.tuned_params(model)
     if not tuned.is_file() or not is_fresh(workspace.submission_csv(model), prediction_inputs(workspace, model)):
         return None
-    score = read_json(tuned).get("oof_score")
-    return float(score) if score is not None else None
+    return float(load_tuned(tuned).oof_score)
 
 
 def ensemble_cv(config: CompetitionConfig, workspace: Workspace) -> float | None:
-    """Return the tuned ensemble's OOF score when submissions/ensemble.csv is exactly what its weights make.
+    """Return the tuned ensemble's OOF score when submissions/ensemble.csv is fresh and made from its weights.
 
-    The check rebuilds the ensemble from the model CSVs with the tuned weights (one vectorised pass), so a CSV
-    combined by hand (--weights, other CSVs) or from since-changed inputs gets no score.
+    The final CSV's judgement (`final_csv_state`) decides, so a CSV combined by hand (--weights, other CSVs),
+    edited, or made from since-changed inputs gets no score.
     """
-    from compkit.data.tables import load_test
-    from compkit.ensemble.vote import ensemble
-    from compkit.ensemble.weights import ensemble_models, read_tuned_ensemble
-
-    csv = workspace.submission_csv(ENSEMBLE)
-    try:
-        tuned = read_tuned_ensemble(config, workspace, ensemble_models(config, workspace))
-    except StaleArtifactError:
+    state = final_csv_state(config, workspace)
+    if len(config.models) < 2 or not state.fresh or not state.tuned:
         return None
-    if tuned is None or not csv.is_file():
-        return None
-    expected_ids = load_test(config, workspace)[config.columns.id].tolist()
-    rebuilt = ensemble(config, [workspace.submission_csv(name) for name in tuned.models], expected_ids=expected_ids,
-                       **tuned.ensemble_options())
-    return tuned.score if rebuilt.frame.to_csv(index=False).encode() == csv.read_bytes() else None
+    tuned = read_tuned_ensemble(config, workspace, [m.name for m in config.models])
+    return tuned.score if tuned is not None else None
 
 
 def submit(

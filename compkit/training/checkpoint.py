@@ -11,9 +11,6 @@ import torch
 
 from compkit.workspace import atomic_path
 
-RESUME_FILE = "last.pt"
-BEST_FILE = "best.pt"
-
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write a torch checkpoint atomically (a kill mid-write leaves the previous one intact)."""

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from compkit.postprocess.rules import average_precision_at_5, insert_new_individual, match_f1, match_mask, top_labels
+from compkit.metrics import average_precision_at_5
+from compkit.postprocess.matches import match_f1, match_mask
+from compkit.postprocess.top5 import insert_new_individual, top_labels
 from compkit.progress import NO_PROGRESS, Progress
 
 MATCH_SWEEP = np.round(np.arange(0.10, 0.96, 0.05), 2)

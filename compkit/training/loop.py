@@ -12,11 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from compkit.config import CompetitionConfig, ImageModel, TextModel
-from compkit.errors import ConfigError
 from compkit.models.factory import build_embedder
 from compkit.models.heads import create_head
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.training.checkpoint import BEST_FILE, RESUME_FILE, load_state, rng_state, save_state, seed_epoch
+from compkit.training.checkpoint import load_state, rng_state, save_state, seed_epoch
+from compkit.training.device import autocast_dtype, resolve_device
 from compkit.training.evaluate import embed_dataset, identify_fold_score, match_fold_score, move_to
 from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
 from compkit.training.steps import batches_per_epoch, create_training_step, train_loader
@@ -24,14 +24,13 @@ from compkit.workspace import (
     Workspace,
     fingerprint,
     is_fresh,
+    read_manifest,
     remove_path,
     stage_inputs,
     write_csv,
     write_json,
     write_manifest,
 )
-
-LOG_FILE = "log.csv"
 
 
 @dataclass(frozen=True)
@@ -43,30 +42,6 @@ class FoldResult:
     best_threshold: float
     best_epoch: int
     run_dir: Path
-
-
-def resolve_device(device: str) -> torch.device:
-    """Return the torch device for 'auto', 'cpu' or 'cuda', failing clearly when CUDA is asked for but absent."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        from compkit.errors import BackendUnavailable
-
-        raise BackendUnavailable("--device cuda: no CUDA GPU is visible to torch")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Return the autocast dtype for the config's amp setting ('auto' uses bf16/fp16 on CUDA only)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 def train_model_fold(
@@ -105,7 +80,7 @@ def train_model_fold(
     )
 
     run_fingerprint = fingerprint(stage_inputs(inputs))
-    state = load_state(run_dir / RESUME_FILE)
+    state = load_state(workspace.resume_checkpoint(model.name, fold))
     if state is not None and state["fingerprint"] != run_fingerprint:
         remove_path(run_dir)
         state = None
@@ -116,7 +91,7 @@ def train_model_fold(
         trainer.load_state_dict(state)
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "resolved.json", {"model": model.name, "fold": fold, **build.resolved})
+    write_json(workspace.resolved_config(model.name, fold), {"model": model.name, "fold": fold, **build.resolved})
 
     epochs_task = progress.task(f"{model.name} fold {fold}", total=settings.epochs)
     epochs_task.update(completed=start_epoch)
@@ -144,14 +119,14 @@ def train_model_fold(
             if score.score > best["score"]:
                 best = {"score": score.score, "threshold": score.threshold, "epoch": epoch}
                 best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes}
-                save_state(run_dir / BEST_FILE, best_state)
+                save_state(workspace.best_checkpoint(model.name, fold), best_state)
         history.append(record)
         save_state(
-            run_dir / RESUME_FILE,
+            workspace.resume_checkpoint(model.name, fold),
             {"fingerprint": run_fingerprint, "epoch": epoch, **trainer.state_dict(), "history": history,
              "best": best, "rng": rng_state()},
         )
-        write_csv(run_dir / LOG_FILE, pd.DataFrame(history))
+        write_csv(workspace.training_log(model.name, fold), pd.DataFrame(history))
         epochs_task.advance(1)
         epochs_task.update(
             info=f"loss {record['loss']:.3f}  score {record['score']:.4f}  {record['rows_per_second']:.0f} rows/s"
@@ -181,7 +156,7 @@ def recalibrate_batchnorm(embedder, dataset, device: torch.device, *, batch_size
 def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype, channels_last):
     from compkit.neighbors import get_backend
 
-    knn = get_backend("auto")
+    knn = get_backend(config.neighbors.backend)
     kwargs = {"device": device, "batch_size": model.train.batch_size * 2, "autocast_dtype": amp_dtype,
               "channels_last": channels_last}
     valid = embed_dataset(embedder, data.dataset(rows.valid, rows.valid_labels, train=False), **kwargs)
@@ -194,8 +169,6 @@ def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype
 
 
 def _finished_result(model, fold: int, run_dir: Path) -> FoldResult:
-    from compkit.workspace import read_manifest
-
     best = (read_manifest(run_dir) or {}).get("best", {})
     return FoldResult(
         model.name, fold, True, best.get("score", float("nan")), best.get("threshold", float("nan")),

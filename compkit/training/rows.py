@@ -10,7 +10,7 @@ import pandas as pd
 from compkit.config import CompetitionConfig
 from compkit.data.folds import FOLD_COLUMN, load_folds
 from compkit.data.tables import load_train
-from compkit.errors import ConfigError, StaleArtifactError
+from compkit.errors import ParameterError, StaleArtifactError
 from compkit.schema import to_plain
 from compkit.workspace import Workspace, read_manifest
 
@@ -43,9 +43,9 @@ def fold_rows(config: CompetitionConfig, workspace: Workspace, fold: int) -> Fol
         hint = f"run: compkit folds -c {config.slug}"
         raise StaleArtifactError(f"{workspace.folds_path}: no fold for id {missing!r} ({hint})")
     fold_of_row = fold_of_row.to_numpy(dtype=np.int64)
-    n_splits = int(fold_of_row.max()) + 1
+    n_splits = workspace.fold_count()
     if not 0 <= fold < n_splits:
-        raise ConfigError(f"--fold must be between 0 and {n_splits - 1} (or 'all'), got {fold}")
+        raise ParameterError("fold", fold, f"must be between 0 and {n_splits - 1} (or 'all')")
     train = np.flatnonzero(fold_of_row != fold)
     valid = np.flatnonzero(fold_of_row == fold)
     labels = frame[config.columns.label].to_numpy()

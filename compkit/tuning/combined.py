@@ -1,6 +1,6 @@
-"""Tuning and prediction of union, concat and score models, which combine other models' cached embeddings.
+"""The tuning problem of combined (union, concat and score) models, over their cached OOF candidate tables.
 
-Their parameters are tuned on OOF by the same Optuna study as any model's (`compkit.tuning.tune_model`):
+Their parameters are tuned on OOF by the same Optuna study as any model's (`compkit.tuning.study.tune_model`):
 union, one `threshold:<member>` per member (and `min2_threshold:<member>` with min2); concat and score, the
 single-model parameters plus one `weight:<member>` in [0, 1] per member when the config fixes no weights
 (weights are normalised to sum 1, so only their ratios matter).
@@ -9,14 +9,13 @@ single-model parameters plus one `weight:<member>` in [0, 1] per member when the
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from compkit.config import CombinedModel, CompetitionConfig
 from compkit.postprocess.combined import (
     MIN2_PARAM,
     THRESHOLD_PARAM,
     WEIGHT_PARAM,
-    UnionMatches,
+    CandidateTable,
     UnionMatchF1,
     individual_scores,
     member_weights,
@@ -24,30 +23,26 @@ from compkit.postprocess.combined import (
     weighted_lists,
 )
 from compkit.postprocess.new_individual import Top5Objective, training_label_species
-from compkit.retrieval.candidates import CandidateTable
-from compkit.retrieval.combined import CandidateNeighbors, oof_candidates, test_candidates
-from compkit.retrieval.single import NEW_INDIVIDUAL, OOFNeighbors, search_depth
-from compkit.tuning.study import (
-    TuningProblem,
-    match_evaluator,
-    neighbour_top5,
-    plot_parameter,
-    species_refinement,
-    suggest_params,
-)
+from compkit.postprocess.top5 import NEW_INDIVIDUAL, neighbour_top5
+from compkit.retrieval.combined import CandidateNeighbors, oof_candidates
+from compkit.retrieval.layout import other_candidates, search_depth
+from compkit.retrieval.single import OOFNeighbors
+from compkit.tuning.objectives import match_evaluator
+from compkit.tuning.problem import TuningProblem, plot_parameter, species_refinement, suggest_params
 from compkit.workspace import Workspace
 
 
-def combined_problem(config: CompetitionConfig, workspace: Workspace, model: CombinedModel, candidates: str):
+def combined_problem(
+    config: CompetitionConfig, workspace: Workspace, model: CombinedModel, candidates: str
+) -> TuningProblem:
     """Return the tuning problem of a union/concat/score model over its cached OOF candidate table."""
     neighbors = oof_candidates(config, model, workspace, candidates=candidates)
     evaluate = combined_evaluator(config, workspace, model, neighbors)
     other = None
     if config.task == "match":
-        other_candidates = "fold" if neighbors.candidates == "all" else "all"
-
         def other(params: dict) -> float:
-            other_neighbors = oof_candidates(config, model, workspace, candidates=other_candidates)
+            other_set = other_candidates(neighbors.candidates)
+            other_neighbors = oof_candidates(config, model, workspace, candidates=other_set)
             return combined_evaluator(config, workspace, model, other_neighbors)(params)
 
     default = {"threshold": config.postprocess.default_threshold}
@@ -92,40 +87,14 @@ def combined_evaluator(config: CompetitionConfig, workspace: Workspace, model: C
     if config.task == "match":
         evaluator_for = _last_by_weights(lambda weights: match_evaluator(
             _as_oof_neighbors(neighbors, weights, search_depth(config)), max_matches=max_matches))
-        return lambda params: evaluator_for(_weights(model, params))(params)
+        return lambda params: evaluator_for(combined_weights(model, params))(params)
     top5 = _last_by_weights(top5_ranker(config, model, neighbors.table, neighbors.labels))
-    return Top5Objective(lambda params: top5(_weights(model, params)), neighbors.query_truth, NEW_INDIVIDUAL,
+    return Top5Objective(lambda params: top5(combined_weights(model, params)), neighbors.query_truth, NEW_INDIVIDUAL,
                          training_label_species(config, workspace))
 
 
-def combined_predictions(config: CompetitionConfig, workspace: Workspace, model: CombinedModel, tuned: dict,
-                        test_ids: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return the (test, OOF) submission frames of a combined model with its tuned parameters."""
-    from compkit.predict import identify_rows, match_rows, match_rows_kept, training_label_codes
-
-    params = tuned["params"]
-    oof = oof_candidates(config, model, workspace, candidates=tuned["candidates"])
-    test = test_candidates(config, model, workspace)
-    max_matches, depth = config.postprocess.max_matches, search_depth(config)
-    weights = None if model.kind == "union" else _weights(model, params)
-    if model.kind == "union":
-        def rows(ids, table: CandidateTable) -> pd.DataFrame:
-            keep = UnionMatches(table, model.members, max_matches=max_matches).keep(params)
-            return match_rows_kept(config, ids, table.indices, keep)
-    elif config.task == "match":
-        def rows(ids, table: CandidateTable) -> pd.DataFrame:
-            return match_rows(config, ids, *weighted_lists(table, weights, depth), params)
-    else:
-        codes, classes = training_label_codes(config, workspace)
-        species = training_label_species(config, workspace)
-
-        def rows(ids, table: CandidateTable) -> pd.DataFrame:
-            labels, scores = top5_ranker(config, model, table, codes)(weights)
-            return identify_rows(config, ids, labels, scores, classes, params, species)
-    return rows(test_ids, test), rows(oof.ids, oof.table)
-
-
-def _weights(model: CombinedModel, params: dict) -> np.ndarray:
+def combined_weights(model: CombinedModel, params: dict) -> np.ndarray:
+    """Return the members' weights of a concat or score model: fixed by the config, else tuned."""
     return member_weights(model.members, model.weights, params)
 
 

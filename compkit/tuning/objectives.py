@@ -1,5 +1,6 @@
-"""The OOF mean row-F1 of match lists as a function of (threshold, min2_threshold), in microseconds a call.
+"""What a study maximises: params -> OOF score of a single model's neighbour lists (match F1, identify MAP@5).
 
+The OOF mean row-F1 of match lists as a function of (threshold, min2_threshold), in microseconds a call.
 Neighbour rows are sorted by descending similarity, so the matches a threshold keeps are a prefix of each row.
 Each neighbour entering its row's prefix changes that row's F1 by a fixed amount, known in advance, so the
 mean F1 at a threshold is a base sum plus the sum of the changes of every entry at or above it: one binary
@@ -9,11 +10,36 @@ below the threshold a fixed change too, summed the same way over those rows' nea
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from compkit.config import CompetitionConfig
 from compkit.errors import ConfigError
 from compkit.metrics import label_sizes
+from compkit.postprocess.new_individual import LabelSpecies, Top5Objective
+from compkit.postprocess.top5 import NEW_INDIVIDUAL, neighbour_top5
 from compkit.retrieval.single import OOFNeighbors
+
+
+def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[dict], float]:
+    """Return params -> mean row-F1 of the OOF match lists those parameters give."""
+    return PrefixMatchF1(neighbors, max_matches=max_matches)
+
+
+def identify_evaluator(neighbors: OOFNeighbors, species: LabelSpecies | None = None) -> Top5Objective:
+    """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted."""
+    top5 = neighbour_top5(neighbors.similarities, neighbors.indices, neighbors.labels)
+    return Top5Objective(lambda params: top5, neighbors.query_truth, NEW_INDIVIDUAL, species)
+
+
+def evaluator(
+    config: CompetitionConfig, neighbors: OOFNeighbors, species: LabelSpecies | None = None
+) -> Callable[[dict], float]:
+    """Return params -> the task's OOF score of `neighbors` (match: row-F1; identify: MAP@5)."""
+    if config.task == "match":
+        return match_evaluator(neighbors, max_matches=config.postprocess.max_matches)
+    return identify_evaluator(neighbors, species)
 
 
 class SuffixSums:

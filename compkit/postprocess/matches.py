@@ -1,4 +1,4 @@
-"""Neighbours -> predictions: match lists by threshold, identify top-5 with new_individual. Vectorised.
+"""Neighbour lists -> match lists: a threshold (and min2) keeps a prefix of each row; neighbourhood blending.
 
 Neighbour lists are dense (n, k) arrays sorted by descending similarity, as every kNN backend returns.
 """
@@ -6,12 +6,9 @@ Neighbour lists are dense (n, k) arrays sorted by descending similarity, as ever
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
-from compkit.metrics import average_precision_at_5, row_f1
-
-__all__ = ["MatchMasker", "average_precision_at_5", "insert_new_individual", "match_f1", "match_mask", "top_labels"]
-
-NO_LABEL = -1
+from compkit.metrics import row_f1
 
 
 class MatchMasker:
@@ -63,44 +60,6 @@ def match_f1(labels: np.ndarray, indices: np.ndarray, keep: np.ndarray) -> np.nd
     return row_f1(labels, indptr, indices[keep], assume_unique=True)
 
 
-def first_occurrences(labels: np.ndarray) -> np.ndarray:
-    """Return a boolean mask marking, in each row, the first position of every distinct label."""
-    order = np.argsort(labels, axis=1, kind="stable")
-    sorted_labels = np.take_along_axis(labels, order, axis=1)
-    first_sorted = np.ones_like(sorted_labels, dtype=bool)
-    first_sorted[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
-    first = np.empty_like(first_sorted)
-    np.put_along_axis(first, order, first_sorted, axis=1)
-    return first & (labels != NO_LABEL)
-
-
-def top_labels(similarities: np.ndarray, neighbour_labels: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return each row's `top` distinct labels by best similarity and those scores (NO_LABEL / -inf pads)."""
-    first = first_occurrences(neighbour_labels)
-    rank = np.cumsum(first, axis=1) - 1
-    keep = first & (rank < top)
-    rows, cols = np.nonzero(keep)
-    labels_out = np.full((len(neighbour_labels), top), NO_LABEL, dtype=np.int64)
-    scores_out = np.full((len(neighbour_labels), top), -np.inf, dtype=np.float32)
-    labels_out[rows, rank[rows, cols]] = neighbour_labels[rows, cols]
-    scores_out[rows, rank[rows, cols]] = similarities[rows, cols]
-    return labels_out, scores_out
-
-
-def insert_new_individual(
-    labels: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray, new_individual: int, *, top: int = 5
-) -> np.ndarray:
-    """Return (n, top) predictions with `new_individual` placed before the first score below `threshold`."""
-    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(labels),))
-    position = (scores >= thresholds[:, None]).sum(axis=1)
-    columns = np.arange(top + 1)[None, :]
-    source = columns - (columns > position[:, None])
-    padded = np.concatenate([labels, np.full((len(labels), 1), NO_LABEL, dtype=labels.dtype)], axis=1)
-    out = np.take_along_axis(padded, np.clip(source, 0, labels.shape[1]), axis=1)
-    out[columns == position[:, None]] = new_individual
-    return out[:, :top]
-
-
 def blend_embeddings(embeddings, similarities: np.ndarray, indices: np.ndarray, threshold: float):
     """Return each row replaced by the similarity-weighted sum of its neighbours at or above `threshold`.
 
@@ -108,7 +67,6 @@ def blend_embeddings(embeddings, similarities: np.ndarray, indices: np.ndarray, 
     sparse (n, n) matrix with at most k entries a row, so no dense n x n matrix is built; `embeddings` may be
     dense or scipy-sparse (TF-IDF).
     """
-    import scipy.sparse as sp
     from sklearn.preprocessing import normalize
 
     keep = MatchMasker(similarities, indices, max_matches=indices.shape[1])(threshold)

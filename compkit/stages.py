@@ -1,0 +1,265 @@
+"""The one stage list: every stage of the pipeline, its artifact, what it is made from, whether it is fresh.
+
+`compkit run` (pipeline.py) makes every stage that is not fresh, in this order; `compkit status` (status.py)
+shows each stage's state; `submit` and the kernel refuse a final CSV that its stage does not judge fresh.
+They all read this list, so they cannot disagree. A stage is judged from its artifact's manifest alone
+(the fingerprint of what it was made from), never from file times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from compkit.config import CompetitionConfig, FoldSettings, ModelConfig
+from compkit.data.fetch import fetch_competition, origin_change
+from compkit.data.folds import build_folds, fold_settings, folds_inputs
+from compkit.data.tables import data_inputs
+from compkit.embeddings.cache import NEURAL_KINDS, fold_dir_inputs
+from compkit.ensemble.final import ENSEMBLE_SELECT, final_csv_path, final_csv_state, write_final_csv
+from compkit.ensemble.weights import ensemble_inputs, tune_ensemble
+from compkit.errors import CompkitError
+from compkit.predict import predict_model, prediction_inputs
+from compkit.progress import NO_PROGRESS, Progress
+from compkit.training.rows import model_fold_inputs
+from compkit.tuning.study import tune_model, tuned_inputs
+from compkit.tuning.tuned import load_tuned
+from compkit.workspace import Workspace, fingerprint, read_json, read_manifest, stage_inputs
+
+State = Literal["fresh", "stale", "present", "missing"]
+
+
+@dataclass(frozen=True)
+class StageState:
+    """One stage's state: fresh, stale (inputs changed), present (not judged) or missing; why, in `detail`."""
+
+    stage: str
+    artifact: Path
+    state: State
+    detail: str = ""
+
+    @property
+    def fresh(self) -> bool:
+        return self.state == "fresh"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `compkit run` makes the stages it makes."""
+
+    trials: int = 50  # added to each model's study; 0 re-reads the parameters from the recorded study
+    device: str = "auto"
+    jobs: int = 1
+    select: str = ENSEMBLE_SELECT
+    train_models: bool = True  # False (the kernel): embed with the trained checkpoints as they are
+    progress: Progress = NO_PROGRESS
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: `judge()` -> (state, detail) without writing anything; `make(options)` -> what it did."""
+
+    name: str
+    artifact: Path
+    judge: Callable[[], tuple[State, str]]
+    make: Callable[[RunOptions], str]
+    model: str | None = None
+
+    def state(self) -> StageState:
+        state, detail = self.judge()
+        return StageState(self.name, self.artifact, state, detail)
+
+
+def artifact_state(artifact: Path, inputs: dict | None) -> tuple[State, str]:
+    """Return the state of `artifact` against the inputs it should have been made from (None: unknown)."""
+    if not artifact.exists():
+        return "missing", ""
+    manifest = read_manifest(artifact)
+    if manifest is None:
+        return "present", "no manifest"
+    if inputs is None:
+        return "present", f"made {manifest.get('created_at', '?')}"
+    if manifest.get("fingerprint") == fingerprint(stage_inputs(inputs)):
+        return "fresh", f"made {manifest.get('created_at', '?')}"
+    return "stale", "inputs changed since " + str(manifest.get("created_at", "?"))
+
+
+def pipeline_stages(config: CompetitionConfig, workspace: Workspace) -> list[Stage]:
+    """Return every stage of the competition's pipeline, in the order `compkit run` makes them."""
+    stages = [_data_stage(config, workspace), _folds_stage(config, workspace)]
+    for model in config.embedding_models:
+        if model.kind in NEURAL_KINDS:
+            stages.append(_train_stage(config, workspace, model))
+        stages.append(_embed_stage(config, workspace, model))
+    for model in config.models:
+        stages += [_tune_stage(config, workspace, model), _predict_stage(config, workspace, model)]
+    if len(config.models) >= 2:
+        stages += [_tune_ensemble_stage(config, workspace), _final_stage(config, workspace)]
+    return stages
+
+
+def _data_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+    def judge() -> tuple[State, str]:
+        state, detail = artifact_state(workspace.data_dir, data_inputs(config, workspace))
+        change = origin_change(config, workspace) if state == "fresh" else None
+        return ("stale", change) if change else (state, detail)
+
+    def make(options: RunOptions) -> str:
+        return fetch_competition(config, workspace, progress=options.progress).message
+
+    return Stage("data", workspace.data_dir, judge, make)
+
+
+def _folds_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+    def judge() -> tuple[State, str]:
+        recorded = (read_manifest(workspace.folds_path) or {}).get("inputs", {}).get("folds")
+        settings = FoldSettings(**recorded) if recorded else fold_settings(config)
+        try:
+            state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, settings))
+        except CompkitError:
+            state, detail = ("stale", "its data is missing") if workspace.folds_path.exists() else ("missing", "")
+        if state == "fresh" and artifact_state(workspace.data_dir, data_inputs(config, workspace))[0] != "fresh":
+            return "stale", "data is not fresh"
+        return state, detail
+
+    def make(options: RunOptions) -> str:
+        return f"{build_folds(config, workspace).n_splits} folds written"
+
+    return Stage("folds", workspace.folds_path, judge, make)
+
+
+def _per_fold(config, workspace: Workspace, model: ModelConfig, artifact_of, inputs_of) -> tuple[State, str]:
+    """Return one state for all folds of a model's stage: fresh only when every fold is."""
+    try:
+        folds = workspace.fold_range()
+    except CompkitError:
+        return ("stale", "no folds") if artifact_of(0).parent.exists() else ("missing", "")
+    states = []
+    for fold in folds:
+        try:
+            states.append(artifact_state(artifact_of(fold), inputs_of(fold))[0])
+        except CompkitError:  # an upstream artifact is missing, so this one cannot be fresh
+            states.append("stale" if artifact_of(fold).exists() else "missing")
+    n_fresh = states.count("fresh")
+    if n_fresh == len(states):
+        return "fresh", f"{len(states)} folds"
+    if "stale" in states:
+        return "stale", f"{states.count('stale')} of {len(states)} folds stale"
+    if n_fresh:
+        return "present", f"{n_fresh} of {len(states)} folds fresh"
+    return "missing", ""
+
+
+def _train_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+    def judge() -> tuple[State, str]:
+        return _per_fold(config, workspace, model, lambda fold: workspace.model_dir(model.name, fold),
+                         lambda fold: model_fold_inputs(config, model, fold, workspace))
+
+    def make(options: RunOptions) -> str:
+        from compkit.embeddings.runner import run_models  # torch
+
+        if not options.train_models:
+            return "not trained: its checkpoints are used as they are"
+        outcomes = run_models(config, workspace, folds=workspace.fold_range(), models=[model.name],
+                              jobs=options.jobs, device=options.device, progress=options.progress)
+        trained = sum(1 for o in outcomes if o.trained is not None and not o.trained.skipped)
+        return f"{trained} of {len(outcomes)} folds trained, the rest fresh"
+
+    return Stage(f"train {model.name}", workspace.model_dir(model.name, 0).parent, judge, make, model.name)
+
+
+def _embed_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+    def judge() -> tuple[State, str]:
+        return _per_fold(config, workspace, model, lambda fold: workspace.embeddings_dir(model.name, fold),
+                         lambda fold: fold_dir_inputs(config, model, fold, workspace))
+
+    def make(options: RunOptions) -> str:
+        from compkit.embeddings.runner import run_models  # torch
+
+        outcomes = run_models(config, workspace, folds=workspace.fold_range(), models=[model.name],
+                              jobs=options.jobs, device=options.device, embed_only=True, progress=options.progress)
+        embedded = sum(1 for o in outcomes if not o.embedded.skipped)
+        return f"{embedded} of {len(outcomes)} folds embedded, the rest fresh"
+
+    return Stage(f"embed {model.name}", workspace.embeddings_dir(model.name, 0).parent, judge, make, model.name)
+
+
+def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+    path = workspace.tuned_params(model.name)
+
+    def judge() -> tuple[State, str]:
+        try:
+            candidates = load_tuned(path).candidates if path.is_file() else "all"
+            return artifact_state(path, tuned_inputs(config, model, workspace, candidates))
+        except (CompkitError, KeyError):  # embeddings missing, or an unreadable file: it cannot be fresh
+            return ("stale", "its inputs are missing or unreadable") if path.exists() else ("missing", "")
+
+    def make(options: RunOptions) -> str:
+        if options.trials == 0 and path.is_file():
+            recorded = load_tuned(path)
+            tuned = tune_model(config, workspace, model, trials=0, study_name=recorded.study,
+                               candidates=recorded.candidates, progress=options.progress)
+            return f"OOF {tuned.oof_score:.6f}, parameters re-read from study {recorded.study}"
+        tuned = tune_model(config, workspace, model, trials=options.trials, progress=options.progress)
+        return f"OOF {tuned.oof_score:.6f} after {tuned.n_trials} trials"
+
+    return Stage(f"tune {model.name}", path, judge, make, model.name)
+
+
+def _predict_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+    path = workspace.submission_csv(model.name)
+    tune = _tune_stage(config, workspace, model)
+
+    def judge() -> tuple[State, str]:
+        """Fresh when both CSVs were predicted from the tuned parameters as they are now, and those are fresh."""
+        if not workspace.tuned_params(model.name).is_file():
+            return artifact_state(path, None)
+        inputs = prediction_inputs(workspace, model.name)
+        states = [artifact_state(csv, inputs) for csv in (path, workspace.oof_csv(model.name))]
+        state, detail = next((s for s in states if s[0] != "fresh"), states[0])
+        if state == "fresh" and not tune.state().fresh:
+            return "stale", "its tuned parameters are not fresh"
+        return state, detail
+
+    def make(options: RunOptions) -> str:
+        predicted = predict_model(config, workspace, model)
+        return f"{predicted.test_rows} test rows, {predicted.oof_rows} OOF rows"
+
+    return Stage(f"predict {model.name}", path, judge, make, model.name)
+
+
+def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+    path = workspace.tuned_ensemble
+    models = [m.name for m in config.models]
+
+    def judge() -> tuple[State, str]:
+        try:
+            stored = read_json(path) if path.is_file() else None
+        except CompkitError:
+            return "stale", "unreadable"
+        if stored is None:
+            return "missing", ""
+        if stored.get("models") != models:
+            return "stale", "tuned for other models"
+        return artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")))
+
+    def make(options: RunOptions) -> str:
+        tuned = tune_ensemble(config, workspace, models, select=options.select, progress=options.progress)
+        return f"{tuned.select}-tuned weights, OOF {tuned.score:.6f}"
+
+    return Stage("tune ensemble", path, judge, make)
+
+
+def _final_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+    path, _ = final_csv_path(config, workspace)
+
+    def judge() -> tuple[State, str]:
+        state = final_csv_state(config, workspace)
+        return state.state, state.reason
+
+    def make(options: RunOptions) -> str:
+        return write_final_csv(config, workspace, select=options.select, progress=options.progress).summary()
+
+    return Stage("ensemble", path, judge, make)
