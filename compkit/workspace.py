@@ -123,21 +123,18 @@ class Workspace:
         return self.root / "submissions" / "ledger.csv"
 
     @property
+    def ledger_lock(self) -> Path:
+        """The ledger's lock file (the ledger itself is replaced on each write, so it cannot hold the lock)."""
+        return self.root / "submissions" / "ledger.csv.lock"
+
+    @property
     def kernel_dir(self) -> Path:
         """The offline kernel of a code competition and the two datasets it reads (`compkit submit --kernel`)."""
         return self.root / "kernel"
 
     @property
-    def kernel_notebook_dir(self) -> Path:
-        return self.kernel_dir / "notebook"
-
-    @property
-    def kernel_wheels_dir(self) -> Path:
-        return self.kernel_dir / "wheels"
-
-    @property
-    def kernel_weights_dir(self) -> Path:
-        return self.kernel_dir / "weights"
+    def kernel_folder(self) -> KernelFolder:
+        return KernelFolder(self.kernel_dir)
 
     def relative(self, path: Path) -> str:
         """Return `path` relative to the workspace root (as manifests record it), or absolute when outside."""
@@ -151,6 +148,25 @@ class Workspace:
         """Return the path a manifest recorded with `relative`."""
         path = Path(recorded)
         return path if path.is_absolute() else self.root / path
+
+
+@dataclass(frozen=True)
+class KernelFolder:
+    """The kernel folder's layout under `root` (the workspace's kernel/, or its staging copy)."""
+
+    root: Path
+
+    @property
+    def notebook(self) -> Path:
+        return self.root / "notebook"
+
+    @property
+    def wheels(self) -> Path:
+        return self.root / "wheels"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "weights"
 
 
 def embedding_stem(folder: Path, part: str) -> Path:

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pandas as pd
-from test_ensemble_tuning import invoke, match_workspace
+from test_ensemble_weights import invoke, match_workspace
 
 from compkit.ensemble.final import final_csv_state, write_final_csv
 from compkit.ensemble.weights import tune_ensemble

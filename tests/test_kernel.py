@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from compkit.cli.app import app
 from compkit.config import load_config
 from compkit.submission import load_submission
-from compkit.submit.kernel import KernelFolder
 from compkit.submit.kernel_run import run_kernel
 from compkit.submit.ledger import read_ledger
 from compkit.workspace import Workspace, read_json
@@ -42,7 +41,7 @@ def test_kernel_folder_holds_the_script_its_metadata_the_wheels_and_the_weights(
     result = push(folder, base, "--dry-run")
 
     assert result.exit_code == 0, result.output
-    kernel = KernelFolder(space.kernel_dir)
+    kernel = space.kernel_folder
     assert f"would push {kernel.notebook} as kernel {KERNEL_ID}" in result.stdout
     metadata = json.loads((kernel.notebook / "kernel-metadata.json").read_text())
     assert metadata["id"] == KERNEL_ID and metadata["title"] == f"compkit {TUNED_SLUG.replace('-', ' ')}"
@@ -78,7 +77,7 @@ def test_kernel_push_sends_the_notebook_with_the_real_client_and_records_it(tune
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"https://www.kaggle.com/code/{KERNEL_ID}"
     [body] = kaggle_server.kernels[KERNEL_ID]
-    script = (KernelFolder(space.kernel_dir).notebook / "compkit_kernel.py").read_text()
+    script = (space.kernel_folder.notebook / "compkit_kernel.py").read_text()
     assert body["text"] == script and body["language"] == "python" and body["kernelType"] == "script"
     assert body["enableInternet"] is False and body["enableGpu"] is True and body["isPrivate"] is True
     assert body["datasetDataSources"] == [WHEELS, WEIGHTS] and body["competitionDataSources"] == [TUNED_SLUG]
@@ -127,7 +126,7 @@ def weights(tuned_workspace, kaggle_home) -> tuple[Path, Workspace]:
     folder, base = tuned_workspace
     assert push(folder, base, "--dry-run").exit_code == 0
     space = Workspace(base / TUNED_SLUG)
-    return KernelFolder(space.kernel_dir).weights, space
+    return space.kernel_folder.weights, space
 
 
 def test_kernel_run_predicts_the_attached_test_set_offline(weights, tmp_path):

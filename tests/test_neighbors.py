@@ -3,7 +3,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse
-import torch
+from test_config import MINIMAL as CONFIG
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
@@ -25,7 +25,8 @@ from compkit.neighbors.faiss_knn import faiss_available
 from compkit.neighbors.torch_knn import cpu_bf16_speedup
 
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
-needs_cuml = pytest.mark.skipif(not cuml_available(), reason="needs cuML and a CUDA GPU")
+# cuML tests are marked gpu (skipped without CUDA by the conftest hook) and also need RAPIDS installed.
+needs_cuml = [pytest.mark.gpu, pytest.mark.skipif(not cuml_available(), reason="needs cuML (pip install compkit[gpu])")]
 
 # chunk_size=300_000 makes the score budget split a 1,500-row reference into column blocks.
 BACKENDS = {
@@ -40,7 +41,7 @@ BACKENDS = {
     "cuml": CumlKNN,
 }
 BACKEND_PARAMS = [
-    pytest.param(name, marks={"faiss": [needs_faiss], "cuml": [needs_cuml]}.get(name, []), id=name)
+    pytest.param(name, marks={"faiss": [needs_faiss], "cuml": needs_cuml}.get(name, []), id=name)
     for name in BACKENDS
 ]
 
@@ -207,7 +208,6 @@ def test_sparse_search_rejects_dense_input_and_unknown_backend():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_torch_cuda_matches_brute_force(precision):
     query, reference = clustered_embeddings(300, 64, seed=13), clustered_embeddings(5000, 64, seed=14)
@@ -217,20 +217,6 @@ def test_torch_cuda_matches_brute_force(precision):
     assert_same_neighbours(search(embeddings, embeddings, 16, exclude_self=True), embeddings, embeddings, 16, True)
 
 
-CONFIG = """
-slug = "tiny"
-task = "match"
-source = "synthetic"
-[synthetic]
-[columns]
-id = "posting_id"
-label = "label_group"
-text = "title"
-[submission]
-id_column = "posting_id"
-prediction_column = "matches"
-max_predictions = 50
-"""
 
 
 def test_the_config_chooses_the_knn_backend_auto_by_default():

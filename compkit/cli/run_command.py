@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, WorkspaceBase
+from compkit.cli.options import Competition, Knn, WorkspaceBase
 from compkit.cli.submit_commands import Message, Wait, WaitTimeout, submit_file
-from compkit.config import load_config
+from compkit.config import load_config, with_knn_backend
 from compkit.workspace import Workspace
 
 
@@ -29,6 +29,7 @@ def run(
     message: Message = None,
     wait: Wait = False,
     timeout: WaitTimeout = 900.0,
+    knn: Knn = None,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores.
@@ -37,7 +38,7 @@ def run(
     """
     from compkit.pipeline import run_pipeline
 
-    config = load_config(competition)
+    config = with_knn_backend(load_config(competition), knn)
     space = Workspace.for_competition(config.slug, workspace)
     with RichProgress() as progress:
         report = run_pipeline(

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, WorkspaceBase
-from compkit.config import load_config
+from compkit.cli.options import Competition, Knn, WorkspaceBase
+from compkit.config import load_config, with_knn_backend
 from compkit.workspace import Workspace
 
 FoldChoice = Annotated[str, typer.Option("--fold", help="Fold to hold out, or 'all'.")]
@@ -30,10 +30,11 @@ def train(
     device: Device = "auto",
     backend: Annotated[str, typer.Option("--backend", help="joblib backend: loky (local) or dask.")] = "loky",
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address.")] = None,
+    knn: Knn = None,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Train every model on the other folds, score the held-out fold, and cache OOF and test embeddings."""
-    _run(competition, fold, model, jobs, device, backend, scheduler, workspace, embed_only=False)
+    _run(competition, fold, model, jobs, device, backend, scheduler, workspace, embed_only=False, knn=knn)
 
 
 def embed(
@@ -47,10 +48,11 @@ def embed(
     _run(competition, fold, model, 1, device, "loky", None, workspace, embed_only=True)
 
 
-def _run(competition, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool) -> None:
+def _run(competition, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool,
+         knn: str | None = None) -> None:
     from compkit.embeddings.runner import parse_folds, run_models
 
-    config = load_config(competition)
+    config = with_knn_backend(load_config(competition), knn)
     space = Workspace.for_competition(config.slug, workspace)
     folds = parse_folds(fold, space)
     with RichProgress() as progress:

@@ -36,7 +36,7 @@ from compkit.submit.kernel_run import SUBMISSION_FILE, WEIGHTS_CONFIG, WEIGHTS_M
 from compkit.submit.ledger import add_row, update_row
 from compkit.submit.upload import artifact_cv, kaggle_name
 from compkit.tuning.study import read_tuned
-from compkit.workspace import Workspace, atomic_path, file_sha256, manifest_path, write_json, write_text
+from compkit.workspace import KernelFolder, Workspace, atomic_path, file_sha256, manifest_path, write_json, write_text
 
 KERNEL_FILE = "compkit_kernel.py"
 KERNEL_METADATA = "kernel-metadata.json"
@@ -97,23 +97,6 @@ class KernelSpec:
 
 
 @dataclass(frozen=True)
-class KernelFolder:
-    root: Path
-
-    @property
-    def notebook(self) -> Path:
-        return self.root / "notebook"
-
-    @property
-    def wheels(self) -> Path:
-        return self.root / "wheels"
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "weights"
-
-
-@dataclass(frozen=True)
 class KernelPush:
     ref: str
     url: str
@@ -169,7 +152,7 @@ def write_kernel(
             "compkit_version": compkit.__version__,
         })
         _write_dataset_metadata(folder.weights, spec.weights_dataset)
-    return KernelFolder(workspace.kernel_dir)
+    return workspace.kernel_folder
 
 
 def weights_files(config: CompetitionConfig, workspace: Workspace) -> list[Path]:
@@ -226,7 +209,7 @@ def push_kernel(
     Raises KaggleError unless Kaggle saved it and can attach every source it names.
     """
     competition = kaggle_name(config)
-    folder = KernelFolder(workspace.kernel_dir)
+    folder = workspace.kernel_folder
     script = folder.notebook / KERNEL_FILE
     if not script.is_file():
         raise ConfigError(f"{script}: missing: write the kernel first (compkit submit -c {config.slug} --kernel)")

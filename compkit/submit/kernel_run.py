@@ -73,7 +73,7 @@ def run_kernel(
     """Predict the competition's test set with the weights dataset's models; write working_dir/submission.csv."""
     weights_dir, working_dir = Path(weights_dir), Path(working_dir)
     config = load_config(str(weights_dir / WEIGHTS_CONFIG))
-    workspace = Workspace(working_dir / "work" / config.slug)
+    workspace = Workspace.for_competition(config.slug, working_dir / "work")
     restore_weights(weights_dir / WEIGHTS_WORKSPACE, workspace.root)
     visible_rows = count_test_rows(config, Path(competition_dir))
     placeholder = visible_rows <= placeholder_rows

@@ -51,7 +51,7 @@ def add_row(workspace: Workspace, **fields: object) -> str:
     row = {column: "" for column in COLUMNS}
     row.update({name: _cell(value) for name, value in fields.items()})
     row.update(id=row_id, submitted_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    with _locked(workspace.ledger_path):
+    with _locked(workspace.ledger_lock):
         ledger = read_ledger(workspace)
         write_csv(workspace.ledger_path, pd.concat([ledger, pd.DataFrame([row])], ignore_index=True))
     return row_id
@@ -60,7 +60,7 @@ def add_row(workspace: Workspace, **fields: object) -> str:
 def update_row(workspace: Workspace, row_id: str, **fields: object) -> None:
     """Set `fields` on the row `row_id`."""
     _check_fields(fields)
-    with _locked(workspace.ledger_path):
+    with _locked(workspace.ledger_lock):
         ledger = read_ledger(workspace)
         at = ledger.index[ledger["id"] == row_id]
         if len(at) != 1:
@@ -88,9 +88,9 @@ def _cell(value: object) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `<ledger>.lock` (the ledger itself is replaced, so it cannot hold the lock)."""
+    """Hold an exclusive lock on the lock file `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from test_ensemble import IDENTIFY, MATCH, random_match_files, write
+from test_ensemble_vote import IDENTIFY, MATCH, random_match_files, write
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
