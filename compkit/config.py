@@ -59,16 +59,46 @@ class FoldSettings:
 
 
 @dataclass(frozen=True)
+class DynamicMargin:
+    """Per-class margins from class size, m_c = a * n_c ** (-power) + b (the Happywhale winners' rule)."""
+
+    a: float = 0.5
+    power: float = 0.25
+    b: float = 0.05
+
+
+@dataclass(frozen=True)
 class HeadSettings:
     """Training head of a model: a margin head (ArcFace, sub-center ArcFace: scale, margin, easy_margin,
-    subcenters) or the supervised contrastive loss "supcon" (temperature; needs the class-balanced sampler)."""
+    subcenters) or the supervised contrastive loss "supcon" (temperature; needs the class-balanced sampler).
+
+    The margin grows linearly from `margin_start` to `margin` over the first `margin_warmup_epochs` (the
+    Shopee winners grew it from 0.2); `dynamic_margin` replaces the one margin by per-class ones from class
+    size, scaled by the same warm-up.
+    """
 
     type: Literal["arcface", "subcenter_arcface", "supcon"] = "arcface"
     scale: float = 30.0
     margin: float = 0.5
+    margin_start: float | None = None
+    margin_warmup_epochs: float = 0.0
+    dynamic_margin: DynamicMargin | None = None
     easy_margin: bool = False
     subcenters: int = 3
     temperature: float = 0.1
+
+    def margin_at(self, epoch: int) -> float:
+        """Return the margin of `epoch` on the warm-up schedule (the full margin once warmed up)."""
+        if self.margin_start is None or epoch >= self.margin_warmup_epochs:
+            return self.margin
+        return self.margin_start + (self.margin - self.margin_start) * epoch / self.margin_warmup_epochs
+
+    def check(self) -> str | None:
+        if self.margin_warmup_epochs < 0:
+            return f"margin_warmup_epochs must be >= 0, got {self.margin_warmup_epochs}"
+        if self.margin_start is not None and self.margin_warmup_epochs == 0:
+            return "margin_start needs margin_warmup_epochs > 0 (the epochs over which the margin grows)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,7 @@ class TrainSettings:
     head_lr: float | None = None
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
+    freeze_backbone_epochs: int = 0  # train only the neck and head for these first epochs
     grad_accum: int = 1
     clip_grad: float | None = None
     ema_decay: float | None = None
@@ -103,6 +134,8 @@ class TrainSettings:
     num_workers: int = 0
 
     def check(self) -> str | None:
+        if self.epochs < 0:
+            return f"epochs must be >= 0 (0: zero-shot, the pretrained features as they are), got epochs={self.epochs}"
         if self.sampler == "class_balanced" and not 1 <= self.images_per_class <= self.batch_size:
             return (f"images_per_class must be between 1 and batch_size={self.batch_size}, "
                     f"got images_per_class={self.images_per_class}")
@@ -118,6 +151,34 @@ def _check_head_fits_sampler(head: HeadSettings, train: TrainSettings) -> str | 
 
 
 @dataclass(frozen=True)
+class AugmentSettings:
+    """Training-time augmentation of an image model (all of it enters the fingerprints).
+
+    `hflip` is a probability: 0 where a mirror image is another identity (a fin seen from the other side).
+    `crop_scale` is the random-resized-crop's area range, `color_jitter` its strength (0 off), `rotation` the
+    largest random rotation in degrees (0 off).
+    """
+
+    hflip: float = 0.5
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    color_jitter: float = 0.2
+    rotation: float = 0.0
+
+    def check(self) -> str | None:
+        if not 0.0 <= self.hflip <= 1.0:
+            return f"hflip is a probability, got hflip={self.hflip}"
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            return f"crop_scale must satisfy 0 < low <= high <= 1, got crop_scale={list(self.crop_scale)}"
+        if self.color_jitter < 0 or self.rotation < 0:
+            return f"color_jitter and rotation must be >= 0, got {self.color_jitter} and {self.rotation}"
+        return None
+
+
+TTA_CHOICES = ("flip",)
+
+
+@dataclass(frozen=True)
 class ImageModel:
     name: str
     kind: Literal["image"]
@@ -129,6 +190,8 @@ class ImageModel:
     pooling: Literal["gem", "avg"] = "gem"
     head: HeadSettings = field(default_factory=HeadSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    tta: tuple[Literal["flip"], ...] = ()  # "flip": embed the mean of an image's and its mirror's embeddings
 
     def check(self) -> str | None:
         return _check_head_fits_sampler(self.head, self.train)
@@ -199,6 +262,17 @@ class ScoreModel:
 ModelConfig = ImageModel | TextModel | TfidfModel | PhashModel | UnionModel | ConcatModel | ScoreModel
 CombinedModel = UnionModel | ConcatModel | ScoreModel
 COMBINED_KINDS = ("union", "concat", "score")
+NEURAL_KINDS = ("image", "text")
+
+
+def is_zero_shot(model) -> bool:
+    """Return whether a neural model embeds with its pretrained backbone's pooled features, untrained (epochs 0)."""
+    return model.kind in NEURAL_KINDS and model.train.epochs == 0
+
+
+def is_trained(model) -> bool:
+    """Return whether the model has a training stage: a neural model with epochs > 0."""
+    return model.kind in NEURAL_KINDS and model.train.epochs > 0
 COMBINED_TASKS = {"union": ("match",), "concat": ("match", "identify"), "score": ("identify",)}
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from compkit.config import CompetitionConfig, FoldSettings, ModelConfig
+from compkit.config import CompetitionConfig, FoldSettings, ModelConfig, is_trained
 from compkit.data.fetch import fetch_competition, origin_change
 from compkit.data.folds import build_folds, fold_settings, folds_inputs
 from compkit.data.tables import data_inputs
-from compkit.embeddings.cache import NEURAL_KINDS, fold_dir_inputs
+from compkit.embeddings.cache import fold_dir_inputs
 from compkit.ensemble.final import ENSEMBLE_SELECT, final_csv_path, final_csv_state, write_final_csv
 from compkit.ensemble.weights import ensemble_inputs, tune_ensemble
 from compkit.errors import CompkitError
@@ -90,7 +90,7 @@ def pipeline_stages(config: CompetitionConfig, workspace: Workspace) -> list[Sta
     """Return every stage of the competition's pipeline, in the order `compkit run` makes them."""
     stages = [_data_stage(config, workspace), _folds_stage(config, workspace)]
     for model in config.embedding_models:
-        if model.kind in NEURAL_KINDS:
+        if is_trained(model):
             stages.append(_train_stage(config, workspace, model))
         stages.append(_embed_stage(config, workspace, model))
     for model in config.models:

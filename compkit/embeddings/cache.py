@@ -15,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from compkit.config import CompetitionConfig, ModelConfig
+from compkit.config import NEURAL_KINDS, CompetitionConfig, ModelConfig, is_trained
 from compkit.data.tables import load_test
 from compkit.errors import StaleArtifactError
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.schema import to_plain
 from compkit.training.rows import fold_rows, upstream_fingerprint
 from compkit.workspace import Workspace, atomic_path, embedding_stem, file_sha256, is_fresh, write_manifest
-
-NEURAL_KINDS = ("image", "text")
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ def fold_dir_inputs(config: CompetitionConfig, model: ModelConfig, fold: int, wo
         "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
         "folds": upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}"),
     }
-    if model.kind in NEURAL_KINDS:
+    if is_trained(model):
         run_dir = workspace.model_dir(model.name, fold)
         hint = f"run: compkit train -c {config.slug} --fold {fold} --model {model.name}"
         inputs["trained"] = upstream_fingerprint(run_dir, hint)
@@ -91,16 +89,21 @@ def embed_model_fold(
 
 
 def _neural_embeddings(config, model, fold, workspace, rows, test, device, progress):
+    import torch
+
     from compkit.models.factory import build_embedder
     from compkit.training.checkpoint import load_state
     from compkit.training.device import autocast_dtype, resolve_device
     from compkit.training.evaluate import embed_dataset
 
-    if model.kind == "image":
-        model = dataclasses.replace(model, pretrained=False, pretrained_path=None)
-    build = build_embedder(model, config.columns)
-    state = load_state(workspace.best_checkpoint(model.name, fold))
-    build.embedder.load_state_dict(state["embedder"])
+    if is_trained(model):  # its weights come from the fold's checkpoint, not from the pretrained file
+        if model.kind == "image":
+            model = dataclasses.replace(model, pretrained=False, pretrained_path=None)
+        build = build_embedder(model, config.columns)
+        build.embedder.load_state_dict(load_state(workspace.best_checkpoint(model.name, fold))["embedder"])
+    else:  # zero-shot: the pretrained backbone as it is (seeded, so random weights are the same in every fold)
+        torch.manual_seed(model.train.seed)
+        build = build_embedder(model, config.columns)
     torch_device = resolve_device(device)
     build.embedder.to(torch_device)
     options = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from compkit.config import COMBINED_KINDS, CompetitionConfig
-from compkit.embeddings.cache import NEURAL_KINDS, EmbeddingResult, embed_model_fold
+from compkit.config import COMBINED_KINDS, CompetitionConfig, is_trained
+from compkit.embeddings.cache import EmbeddingResult, embed_model_fold
 from compkit.errors import BackendUnavailable, ConfigError, ParameterError
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.training.loop import FoldResult, train_model_fold
@@ -54,7 +54,7 @@ def run_model_fold(
         torch.set_num_threads(threads)
     model = config.model(model_name)
     trained = None
-    if model.kind in NEURAL_KINDS and not embed_only:
+    if is_trained(model) and not embed_only:
         trained = train_model_fold(config, model, fold, workspace, device=device, progress=progress)
     embedded = embed_model_fold(config, model, fold, workspace, device=device, progress=progress)
     return TaskOutcome(model.name, fold, trained, embedded)

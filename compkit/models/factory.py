@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from compkit.config import Columns, ImageModel, TextModel
+from compkit.config import Columns, ImageModel, TextModel, is_zero_shot
 from compkit.errors import DataError
 
 DECODED_CACHE_BYTES = 1 << 30
@@ -120,9 +120,10 @@ def _build_image(model: ImageModel, columns: Columns) -> EmbedderBuild:
     from compkit.models.image import ImageEmbedder, create_backbone, image_transforms
 
     backbone = create_backbone(model.backbone, pretrained=model.pretrained, pretrained_path=model.pretrained_path)
-    train_transform, eval_transform, data_config = image_transforms(backbone, model.image_size)
+    train_transform, eval_transform, data_config = image_transforms(backbone, model.image_size, model.augment)
     embedder = ImageEmbedder(
-        backbone, embedding_dim=model.embedding_dim, pooling=model.pooling, image_size=model.image_size
+        backbone, embedding_dim=model.embedding_dim, pooling=model.pooling, image_size=model.image_size,
+        neck=not is_zero_shot(model), flip_tta="flip" in model.tta,
     )
 
     def make_inputs(frame: pd.DataFrame, images_dir: Path) -> ImageInputs:
@@ -136,7 +137,7 @@ def _build_text(model: TextModel, columns: Columns) -> EmbedderBuild:
     from compkit.models.text import TextEmbedder, load_encoder, resolve_encoder, tokenize
 
     encoder, tokenizer = load_encoder(model.encoder)
-    embedder = TextEmbedder(encoder, embedding_dim=model.embedding_dim)
+    embedder = TextEmbedder(encoder, embedding_dim=model.embedding_dim, neck=not is_zero_shot(model))
 
     def make_inputs(frame: pd.DataFrame, images_dir: Path) -> TextInputs:
         texts = frame[columns.text].astype(str).tolist()

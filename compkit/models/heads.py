@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,10 +39,15 @@ class ArcMarginHead(nn.Module):
         self.easy_margin = easy_margin
         self.weight = nn.Parameter(torch.empty(n_classes * subcenters, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
-        self.cos_m, self.sin_m = math.cos(margin), math.sin(margin)
-        # Beyond theta + m > pi the margin would make the logit grow again; fall back to a linear penalty.
-        self.threshold = math.cos(math.pi - margin)
-        self.fallback = math.sin(math.pi - margin) * margin
+        self.margins: torch.Tensor | None = None  # per class; None: `margin` for every class
+
+    def set_margins(self, margins) -> None:
+        """Set the margin of every class (one value, or one per class): the warm-up and dynamic margins."""
+        values = torch.as_tensor(margins, dtype=torch.float32).flatten()
+        if bool((values == values[0]).all()):
+            self.margin, self.margins = float(values[0]), None
+        else:
+            self.margins = values.expand(self.n_classes).clone()
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         cosine = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
@@ -53,12 +59,21 @@ class ArcMarginHead(nn.Module):
         cosine = self.cosine(embeddings)
         if labels is None:
             return cosine * self.scale
+        if self.margins is None:
+            margin = self.margin
+            cos_m, sin_m = math.cos(margin), math.sin(margin)
+            threshold, fallback = math.cos(math.pi - margin), math.sin(math.pi - margin) * margin
+        else:
+            margin = self.margins.to(cosine.device)[labels][:, None]
+            cos_m, sin_m = torch.cos(margin), torch.sin(margin)
+            threshold, fallback = torch.cos(math.pi - margin), torch.sin(math.pi - margin) * margin
         sine = torch.sqrt((1.0 - cosine.square()).clamp(0.0, 1.0))
-        with_margin = cosine * self.cos_m - sine * self.sin_m
+        with_margin = cosine * cos_m - sine * sin_m
         if self.easy_margin:
             with_margin = torch.where(cosine > 0, with_margin, cosine)
         else:
-            with_margin = torch.where(cosine > self.threshold, with_margin, cosine - self.fallback)
+            # Beyond theta + m > pi the margin would make the logit grow again; fall back to a linear penalty.
+            with_margin = torch.where(cosine > threshold, with_margin, cosine - fallback)
         is_target = F.one_hot(labels, self.n_classes).bool()
         return torch.where(is_target, with_margin, cosine) * self.scale
 
@@ -91,6 +106,16 @@ class SupConHead(nn.Module):
             return similarities.sum() * 0.0  # keeps the graph: a batch without pairs teaches nothing
         positive_log_probability = log_probabilities.masked_fill(~positives, 0.0).sum(dim=1)
         return -(positive_log_probability[has_positive] / n_positives[has_positive]).mean()
+
+
+def class_margins(settings, class_sizes: np.ndarray, epoch: int) -> np.ndarray:
+    """Return each class's margin at `epoch`: the warm-up schedule's, per class by size with dynamic margins."""
+    margin = settings.margin_at(epoch)
+    if settings.dynamic_margin is None:
+        return np.full(len(class_sizes), margin, dtype=np.float32)
+    rule = settings.dynamic_margin
+    per_class = rule.a * np.maximum(class_sizes, 1).astype(np.float64) ** (-rule.power) + rule.b
+    return (per_class * margin / settings.margin).astype(np.float32)
 
 
 def create_head(settings, embedding_dim: int, n_classes: int) -> ArcMarginHead | SupConHead:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compkit.errors import BackendUnavailable, ConfigError
+from compkit.config import AugmentSettings
+from compkit.errors import ConfigError
+from compkit.models.pretrained import hub_backbone, load_backbone_weights
 
 
 class GeM(nn.Module):
@@ -29,15 +29,21 @@ class ImageEmbedder(nn.Module):
 
     Feature maps are pooled here (GeM or average); backbones without a spatial map (ViTs) use their own
     pre-logits pooling. The neck is linear + BatchNorm with a frozen zero bias (re-ID's BNNeck), so a learnt
-    offset cannot dominate the normalised embedding.
+    offset cannot dominate the normalised embedding. Without a neck (`neck=False`, a zero-shot model) the
+    embedding is the pooled backbone features themselves. With `flip_tta`, an evaluation embeds each image
+    and its mirror and returns the sum of their unit embeddings (its direction is their mean's).
     """
 
-    def __init__(self, backbone: nn.Module, *, embedding_dim: int, pooling: str, image_size: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, *, embedding_dim: int, pooling: str, image_size: int, neck: bool = True,
+        flip_tta: bool = False,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.flip_tta = flip_tta
         self.pooling = pooling
         self.gem = GeM() if pooling == "gem" else None
-        self.neck = _bn_neck(self._pooled_width(image_size), embedding_dim)
+        self.neck = _bn_neck(self._pooled_width(image_size), embedding_dim) if neck else nn.Identity()
 
     @torch.no_grad()
     def _pooled_width(self, image_size: int) -> int:
@@ -55,7 +61,11 @@ class ImageEmbedder(nn.Module):
         return features.mean(dim=(2, 3))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.neck(self._pool(self.backbone.forward_features(images)))
+        embeddings = self.neck(self._pool(self.backbone.forward_features(images)))
+        if self.flip_tta and not self.training:  # the mean of the image's and its mirror's unit embeddings
+            mirrored = self.neck(self._pool(self.backbone.forward_features(images.flip(-1))))
+            return F.normalize(embeddings.float(), dim=1) + F.normalize(mirrored.float(), dim=1)
+        return embeddings
 
 
 def _bn_neck(in_features: int, embedding_dim: int) -> nn.Sequential:
@@ -65,36 +75,40 @@ def _bn_neck(in_features: int, embedding_dim: int) -> nn.Sequential:
 
 
 def create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None) -> nn.Module:
-    """Return a timm backbone without classifier; weights from the hub, a local file, or random."""
+    """Return a timm backbone without classifier; weights from a file or package (strictly), the hub, or random.
+
+    `pretrained_path` (a weights file or `package:NAME`) wins over `pretrained`; see compkit.models.pretrained.
+    """
     import timm
 
     if not timm.is_model(name):
         raise ConfigError(f"unknown timm backbone {name!r} (see timm.list_models())")
     if pretrained_path:
-        path = Path(pretrained_path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"pretrained_path {str(path)!r} for backbone {name!r} is not a file")
-        return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)})
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0)
-    try:
-        return timm.create_model(name, pretrained=True, num_classes=0)
-    except Exception as error:  # the hub raises many kinds of errors when offline
-        raise BackendUnavailable(
-            f"could not download pretrained weights for {name!r} ({type(error).__name__}); offline, set "
-            f"pretrained_path = '/path/to/weights.safetensors' (e.g. from a Kaggle dataset) or pretrained = false"
-        ) from None
+        backbone = timm.create_model(name, pretrained=False, num_classes=0)
+        load_backbone_weights(backbone, pretrained_path, name=name)
+        return backbone
+    if pretrained:
+        return hub_backbone(name)
+    return timm.create_model(name, pretrained=False, num_classes=0)
 
 
-def image_transforms(backbone: nn.Module, image_size: int):
-    """Return (train, eval) transforms from the backbone's own pretrained config (mean, std, interpolation)."""
+def image_transforms(backbone: nn.Module, image_size: int, augment: AugmentSettings):
+    """Return (train, eval) transforms from the backbone's own pretrained config (mean, std, interpolation).
+
+    The training transform is timm's random-resized crop, flip and colour jitter as `augment` sets them,
+    after a random rotation when `augment.rotation` > 0.
+    """
     from timm.data import create_transform, resolve_model_data_config
+    from torchvision import transforms
 
     data_config = resolve_model_data_config(backbone)
     data_config["input_size"] = (3, image_size, image_size)
     data_config["crop_pct"] = 1.0
     train = create_transform(
-        **data_config, is_training=True, scale=(0.6, 1.0), hflip=0.5, color_jitter=0.2, re_prob=0.0
+        **data_config, is_training=True, scale=tuple(augment.crop_scale), hflip=augment.hflip,
+        color_jitter=augment.color_jitter or None, re_prob=0.0,
     )
+    if augment.rotation > 0:
+        train = transforms.Compose([transforms.RandomRotation(augment.rotation), *train.transforms])
     evaluate = create_transform(**data_config, is_training=False)
     return train, evaluate, data_config

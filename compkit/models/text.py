@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from compkit.errors import BackendUnavailable, ConfigError
-
-PACKAGE_PREFIX = "package:"
+from compkit.models.pretrained import PACKAGE_PREFIX, import_package
 
 
 def resolve_encoder(encoder: str) -> str:
@@ -21,15 +19,11 @@ def resolve_encoder(encoder: str) -> str:
     """
     if not encoder.startswith(PACKAGE_PREFIX):
         return str(Path(encoder).expanduser()) if Path(encoder).expanduser().is_dir() else encoder
-    name = encoder.removeprefix(PACKAGE_PREFIX)
-    try:
-        package = importlib.import_module(name)
-    except ImportError:
-        raise BackendUnavailable(f"encoder {encoder!r}: package {name!r} is not installed (pip install it)") from None
+    package = import_package(encoder, key="encoder")
     getter = getattr(package, "get_model_path", None)
     folder = Path(getter()) if getter else Path(package.__file__).parent / "model"
     if not folder.is_dir():
-        raise ConfigError(f"encoder {encoder!r}: package {name!r} has no bundled model folder")
+        raise ConfigError(f"encoder {encoder!r}: package {package.__name__!r} has no bundled model folder")
     return str(folder)
 
 
@@ -58,15 +52,18 @@ def load_encoder(encoder: str) -> tuple[nn.Module, object]:
 
 
 class TextEmbedder(nn.Module):
-    """Return un-normalised embeddings (batch, embedding_dim) from token ids and attention masks."""
+    """Return un-normalised embeddings (batch, embedding_dim) from token ids and attention masks.
 
-    def __init__(self, encoder: nn.Module, *, embedding_dim: int) -> None:
+    Without a neck (`neck=False`, a zero-shot model) the embedding is the masked mean of the last hidden state.
+    """
+
+    def __init__(self, encoder: nn.Module, *, embedding_dim: int, neck: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         norm = nn.BatchNorm1d(embedding_dim)
         norm.bias.requires_grad_(False)
-        self.neck = nn.Sequential(nn.Linear(hidden, embedding_dim, bias=False), norm)
+        self.neck = nn.Sequential(nn.Linear(hidden, embedding_dim, bias=False), norm) if neck else nn.Identity()
 
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import compkit
-from compkit.config import CompetitionConfig
-from compkit.embeddings.cache import NEURAL_KINDS
+from compkit.config import CompetitionConfig, is_trained
 from compkit.ensemble.final import final_csv_path
 from compkit.errors import BackendUnavailable, ConfigError, KaggleError
 from compkit.kaggle_client import RetryPolicy, connect, http_status
@@ -163,7 +162,7 @@ def weights_files(config: CompetitionConfig, workspace: Workspace) -> list[Path]
     for model in config.models:
         read_tuned(config, model, workspace)  # raises, with the command to run, when missing or stale
         wanted += [workspace.tuned_params(model.name), manifest_path(workspace.tuned_params(model.name))]
-        if model.kind in NEURAL_KINDS:
+        if is_trained(model):
             for fold in workspace.fold_range():
                 run_dir = workspace.model_dir(model.name, fold)
                 resume = workspace.resume_checkpoint(model.name, fold)

@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader
 
 from compkit.config import CompetitionConfig, ImageModel, TextModel
 from compkit.models.factory import build_embedder
-from compkit.models.heads import create_head
+from compkit.models.heads import ArcMarginHead, class_margins, create_head
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.training.checkpoint import load_state, rng_state, save_state, seed_epoch
 from compkit.training.device import autocast_dtype, resolve_device
 from compkit.training.evaluate import embed_dataset, identify_fold_score, match_fold_score, move_to
 from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
-from compkit.training.steps import batches_per_epoch, create_training_step, train_loader
+from compkit.training.steps import batches_per_epoch, create_training_step, set_body_trainable, train_loader
 from compkit.workspace import (
     Workspace,
     fingerprint,
@@ -95,7 +95,9 @@ def train_model_fold(
 
     epochs_task = progress.task(f"{model.name} fold {fold}", total=settings.epochs)
     epochs_task.update(completed=start_epoch)
+    class_sizes = np.bincount(rows.train_labels, minlength=rows.n_classes)
     for epoch in range(start_epoch, settings.epochs):
+        _schedule_epoch(model, embedder, head, class_sizes, epoch)
         loader = train_loader(train_set, rows.train_labels, settings, seed_epoch(settings.seed, epoch),
                               pin_memory=torch_device.type == "cuda")
         started = time.perf_counter()
@@ -133,6 +135,15 @@ def train_model_fold(
         )
     write_manifest(run_dir, inputs, best=best, epochs=settings.epochs, resumed_from_epoch=start_epoch)
     return FoldResult(model.name, fold, False, best["score"], best["threshold"], best["epoch"], run_dir)
+
+
+def _schedule_epoch(model, embedder, head, class_sizes: np.ndarray, epoch: int) -> None:
+    """Apply the epoch's margins (warm-up, dynamic per class) and the frozen-backbone warm-up."""
+    settings = model.head
+    if isinstance(head, ArcMarginHead) and (settings.margin_start is not None or settings.dynamic_margin):
+        head.set_margins(class_margins(settings, class_sizes, epoch))
+    if model.train.freeze_backbone_epochs:
+        set_body_trainable(embedder, epoch >= model.train.freeze_backbone_epochs)
 
 
 def _is_scored(epoch: int, settings) -> bool:

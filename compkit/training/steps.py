@@ -154,6 +154,12 @@ def create_training_step(
     )
 
 
+def set_body_trainable(embedder: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze the backbone (or encoder); the optimiser skips parameters that get no gradient."""
+    for parameter in _body_and_new_layers(embedder)[0]:
+        parameter.requires_grad_(trainable)
+
+
 def _body_and_new_layers(embedder: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Return (backbone or encoder parameters, the embedder's other parameters)."""
     body = embedder.backbone if hasattr(embedder, "backbone") else getattr(embedder, "encoder", None)

@@ -1,0 +1,107 @@
+"""The fine-tuning recipe's keys: margin warm-up, dynamic margins, frozen-backbone epochs, augmentation, flip TTA."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from test_config import MINIMAL as TEXT_ONLY
+
+from compkit.config import AugmentSettings, DynamicMargin, HeadSettings, parse_config
+from compkit.errors import ConfigError
+from compkit.models.heads import ArcMarginHead, class_margins
+from compkit.models.image import ImageEmbedder, image_transforms
+from compkit.schema import to_plain
+from compkit.training.loop import _schedule_epoch
+
+MINIMAL = TEXT_ONLY.replace('text = "title"', 'text = "title"\nimage = "image"')
+IMAGE_MODEL = """
+[[models]]
+name = "cnn"
+kind = "image"
+backbone = "test_resnet"
+image_size = 32
+"""
+
+
+def test_margin_grows_linearly_over_the_warmup_epochs():
+    head = HeadSettings(margin=0.5, margin_start=0.2, margin_warmup_epochs=3)
+    assert [round(head.margin_at(epoch), 6) for epoch in range(5)] == [0.2, 0.3, 0.4, 0.5, 0.5]
+    assert HeadSettings(margin=0.4).margin_at(0) == 0.4
+
+
+def test_dynamic_margins_shrink_with_class_size_and_follow_the_warmup():
+    settings = HeadSettings(margin=0.5, margin_start=0.25, margin_warmup_epochs=2,
+                            dynamic_margin=DynamicMargin(a=0.5, power=0.25, b=0.05))
+    sizes = np.array([1, 16, 81])
+    full = class_margins(settings, sizes, epoch=2)
+    np.testing.assert_allclose(full, [0.55, 0.5 / 2 + 0.05, 0.5 / 3 + 0.05], rtol=1e-6)
+    np.testing.assert_allclose(class_margins(settings, sizes, epoch=0), full / 2, rtol=1e-6)
+
+
+def test_head_applies_each_rows_class_margin():
+    torch.manual_seed(0)
+    head = ArcMarginHead(8, 3, scale=1.0, margin=0.5)
+    embeddings, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    constant = head(embeddings, labels)
+    head.set_margins(0.5)
+    torch.testing.assert_close(head(embeddings, labels), constant)  # one value: the scalar path, unchanged
+    margins = torch.tensor([0.1, 0.3, 0.6])
+    head.set_margins(margins)
+    logits = head(embeddings, labels)
+    cosine = head.cosine(embeddings).detach()
+    logits = logits.detach()
+    for row, label in enumerate(labels.tolist()):
+        theta = math.acos(float(cosine[row, label]))
+        expected = math.cos(theta + float(margins[label]))
+        assert float(logits[row, label]) == pytest.approx(expected, abs=1e-5)
+        others = [c for c in range(3) if c != label]
+        torch.testing.assert_close(logits[row, others], cosine[row, others])
+
+
+def test_frozen_backbone_epochs_train_only_the_neck_first():
+    config = parse_config(MINIMAL + IMAGE_MODEL + "train = { epochs = 3, freeze_backbone_epochs = 1 }\n",
+                          source="t.toml")
+    model = config.model("cnn")
+    embedder = ImageEmbedder(timm.create_model("test_resnet", num_classes=0), embedding_dim=8, pooling="avg",
+                             image_size=32)
+    head = ArcMarginHead(8, 2)
+    _schedule_epoch(model, embedder, head, np.array([3, 3]), epoch=0)
+    assert not any(p.requires_grad for p in embedder.backbone.parameters())
+    assert all(p.requires_grad for p in embedder.neck[0].parameters())
+    _schedule_epoch(model, embedder, head, np.array([3, 3]), epoch=1)
+    assert all(p.requires_grad for p in embedder.backbone.parameters())
+
+
+def test_augmentation_comes_from_the_config_and_enters_the_fingerprint():
+    config = parse_config(MINIMAL + IMAGE_MODEL + 'augment = { hflip = 0.0, rotation = 10.0, crop_scale = [0.8, 1.0] }'
+                          '\ntta = ["flip"]\n', source="t.toml")
+    model = config.model("cnn")
+    assert model.augment == AugmentSettings(hflip=0.0, crop_scale=(0.8, 1.0), color_jitter=0.2, rotation=10.0)
+    assert model.tta == ("flip",)
+    train, _, _ = image_transforms(timm.create_model("test_resnet", num_classes=0), 32, model.augment)
+    names = [type(step).__name__ for step in train.transforms]
+    assert names[0] == "RandomRotation" and "RandomHorizontalFlip" not in names
+    crop = next(step for step in train.transforms if type(step).__name__ == "RandomResizedCropAndInterpolation")
+    assert tuple(crop.scale) == (0.8, 1.0)
+    default = parse_config(MINIMAL + IMAGE_MODEL, source="t.toml").model("cnn")
+    assert to_plain(model) != to_plain(default)  # the model's settings are its fingerprint's input
+    with pytest.raises(ConfigError, match="hflip is a probability"):
+        parse_config(MINIMAL + IMAGE_MODEL + "augment = { hflip = 2.0 }\n", source="t.toml")
+
+
+def test_flip_tta_embeds_an_image_and_its_mirror_alike():
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    embedder = ImageEmbedder(backbone, embedding_dim=8, pooling="avg", image_size=32, flip_tta=True).eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        both = embedder(images)
+        torch.testing.assert_close(both, embedder(images.flip(-1)))  # invariant to the mirror
+        embedder.flip_tta = False
+        one, mirrored = embedder(images), embedder(images.flip(-1))
+    expected = torch.nn.functional.normalize(one, dim=1) + torch.nn.functional.normalize(mirrored, dim=1)
+    torch.testing.assert_close(both, expected)
