@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.compkit-installed
 DEMO_WORKSPACE ?= work
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench bench-real clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python tuning_trial.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/demo_quality.py
+
+# compkit on real pictures (vendors' emoji, fetched with npm into ~/.cache/compkit/real-images, never committed).
+bench-real: $(STAMP)
+	$(BIN)/python benchmarks/real_images.py build
+	$(BIN)/python benchmarks/real_images.py run
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache
