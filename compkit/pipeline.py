@@ -8,6 +8,7 @@ from pathlib import Path
 
 from compkit.config import CompetitionConfig
 from compkit.ensemble.weights import read_tuned_ensemble
+from compkit.errors import ParameterError
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.scoring import score_submission
 from compkit.stages import ENSEMBLE_SELECT, RunOptions, pipeline_stages
@@ -49,6 +50,10 @@ def run_pipeline(
     A stage is judged just before it would be made, after the stages before it, so a stage made stale by an
     earlier one in this run is made too. A second run of a fresh workspace makes nothing and writes nothing.
     """
+    if jobs < 1:
+        raise ParameterError("jobs", jobs, "must be >= 1")
+    if trials < 0:
+        raise ParameterError("trials", trials, "must be >= 0")
     report = PipelineReport()
     options = RunOptions(trials=trials, device=device, jobs=jobs, select=select, train_models=train_models,
                          progress=progress)

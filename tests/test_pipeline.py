@@ -104,3 +104,10 @@ def test_tune_of_a_stale_model_comes_before_its_predict_in_one_list(tmp_path):
     assert names[:2] == ["data", "folds"]
     for model in config.models:
         assert names.index(f"tune {model.name}") < names.index(f"predict {model.name}") < names.index("ensemble")
+
+
+def test_run_refuses_bad_options_before_any_stage(tuned_workspace):
+    folder, base = tuned_workspace
+    result = invoke("run", "-c", folder, "--workspace", base, "--jobs", 0)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: --jobs 0: must be >= 1"

@@ -47,23 +47,6 @@ def ensemble_model(
     return model
 
 
-def embedding_ensemble(
-    config: CompetitionConfig,
-    workspace: Workspace,
-    *,
-    method: str,
-    members: Sequence[str] | None = None,
-    weights: Sequence[float] | None = None,
-    trials: int = 50,
-    seed: int = 0,
-    progress: Progress = NO_PROGRESS,
-) -> EmbeddingEnsembleResult:
-    """Tune (adding `trials` to its study) and predict the `ensemble-<method>` model; return both results."""
-    model = ensemble_model(config, method, members, weights)
-    tuned = tune_model(config, workspace, model, trials=trials, seed=seed, progress=progress)
-    return EmbeddingEnsembleResult(model, tuned, predict_model(config, workspace, model))
-
-
 def write_embedding_ensemble(
     config: CompetitionConfig,
     workspace: Workspace,
@@ -76,12 +59,14 @@ def write_embedding_ensemble(
     output: Path | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> EmbeddingEnsembleResult:
-    """Tune and predict `ensemble-<method>`, then copy its test CSV to `output` (default submissions/ensemble.csv).
+    """Tune (adding `trials` to its study) and predict `ensemble-<method>`, then copy its test CSV to `output`
+    (default submissions/ensemble.csv).
 
     The copy's manifest records the model's test CSV (by hash) as its one input, with weights given by hand.
     """
-    made = embedding_ensemble(config, workspace, method=method, members=members, weights=weights, trials=trials,
-                              seed=seed, progress=progress)
+    model = ensemble_model(config, method, members, weights)
+    tuned = tune_model(config, workspace, model, trials=trials, seed=seed, progress=progress)
+    made = EmbeddingEnsembleResult(model, tuned, predict_model(config, workspace, model))
     target = Path(output) if output is not None else workspace.submission_csv("ensemble")
     source = made.predicted.submission
     write_bytes(target, source.read_bytes())
