@@ -48,13 +48,25 @@ class Columns:
 
 @dataclass(frozen=True)
 class FoldSettings:
+    """How the training rows are split into folds.
+
+    `group` names a column whose values must not cross folds (an encounter, a camera, a seller).
+    `unseen_fraction` (identify) holds whole individuals out in one fold each, so that about that share of
+    the OOF queries are `new_individual`, as in the test set; it defaults to the competition's
+    `expected_new_fraction`.
+    """
+
     n_splits: int = 5
     strategy: FoldStrategy | None = None
     seed: int = 42
+    group: str | None = None
+    unseen_fraction: float | None = None
 
     def check(self) -> str | None:
         if self.n_splits < 2:
             return f"n_splits must be >= 2, got n_splits={self.n_splits}"
+        if self.unseen_fraction is not None and not 0.0 <= self.unseen_fraction < 1.0:
+            return f"unseen_fraction must be in [0, 1), got unseen_fraction={self.unseen_fraction}"
         return None
 
 
@@ -74,10 +86,14 @@ class HeadSettings:
 
     The margin grows linearly from `margin_start` to `margin` over the first `margin_warmup_epochs` (the
     Shopee winners grew it from 0.2); `dynamic_margin` replaces the one margin by per-class ones from class
-    size, scaled by the same warm-up.
+    size, scaled by the same warm-up. `init = "class_means"` (the default of margin heads) starts each class's
+    centre (every sub-centre, slightly jittered) at the mean of its training rows' embeddings before the
+    first step (weight imprinting, Qi et al. 2018), so a pretrained backbone's first gradients come from a
+    head that already ranks the classes, not from random centres that would wreck its features.
     """
 
     type: Literal["arcface", "subcenter_arcface", "supcon"] = "arcface"
+    init: Literal["random", "class_means"] | None = None
     scale: float = 30.0
     margin: float = 0.5
     margin_start: float | None = None
@@ -98,7 +114,14 @@ class HeadSettings:
             return f"margin_warmup_epochs must be >= 0, got {self.margin_warmup_epochs}"
         if self.margin_start is not None and self.margin_warmup_epochs == 0:
             return "margin_start needs margin_warmup_epochs > 0 (the epochs over which the margin grows)"
+        if self.init == "class_means" and self.type == "supcon":
+            return "init = 'class_means' needs a margin head (supcon has no class centres)"
         return None
+
+    @property
+    def imprints_class_means(self) -> bool:
+        """Return whether the class centres start at the class means (margin heads, unless init = 'random')."""
+        return self.type != "supcon" and self.init != "random"
 
 
 @dataclass(frozen=True)
@@ -278,7 +301,11 @@ COMBINED_TASKS = {"union": ("match",), "concat": ("match", "identify"), "score":
 
 @dataclass(frozen=True)
 class PostprocessSpace:
-    """Post-processing parameters and the ranges tuning searches over."""
+    """Post-processing parameters and the ranges tuning searches over.
+
+    `knn_weight` (identify, models trained with a margin head) is the range of r in the fused score
+    r * kNN + (1 - r) * head; [1, 1] turns the fusion off.
+    """
 
     threshold: tuple[float, float] = (0.2, 0.95)
     default_threshold: float = 0.5
@@ -292,6 +319,7 @@ class PostprocessSpace:
     new_individual_fraction: tuple[float, float] = (0.0, 0.8)
     new_individual_per_species: bool = False
     species_min_queries: int = 200
+    knn_weight: tuple[float, float] = (0.0, 1.0)
 
     def check(self) -> str | None:
         if not 0 <= self.blend_stages <= 3:
@@ -300,10 +328,12 @@ class PostprocessSpace:
             return "new_individual_per_species needs new_individual = 'threshold'"
         if self.species_min_queries < 1:
             return f"species_min_queries must be >= 1, got {self.species_min_queries}"
-        for name in ("threshold", "min2_threshold", "new_individual_fraction"):
+        for name in ("threshold", "min2_threshold", "new_individual_fraction", "knn_weight"):
             low, high = getattr(self, name)
             if not low <= high:
                 return f"{name} must be [low, high] with low <= high, got [{low}, {high}]"
+        if not 0.0 <= self.knn_weight[0] <= self.knn_weight[1] <= 1.0:
+            return f"knn_weight must lie within [0, 1], got {list(self.knn_weight)}"
         return None
 
 
@@ -352,6 +382,7 @@ class CompetitionConfig:
     title: str = ""
     kaggle: str | None = None
     source: Source = "kaggle"
+    expected_new_fraction: float | None = None
     data: DataFiles = field(default_factory=DataFiles)
     fixes: dict[str, dict[str, str]] = field(default_factory=dict)
     folds: FoldSettings = field(default_factory=FoldSettings)
@@ -372,6 +403,10 @@ class CompetitionConfig:
             return "source = 'kaggle' needs kaggle = '<competition slug on Kaggle>'"
         if self.task == "identify" and self.data.test is None and not self.data.sample_submission:
             return "data: identify needs data.test or data.sample_submission to list the test images"
+        if self.expected_new_fraction is not None and not 0.0 <= self.expected_new_fraction < 1.0:
+            return f"expected_new_fraction must be in [0, 1), got {self.expected_new_fraction}"
+        if self.task != "identify" and self.folds.unseen_fraction is not None:
+            return "folds.unseen_fraction needs task = 'identify' (match folds hold out whole products already)"
         if self.postprocess.new_individual_per_species and (self.task != "identify" or not self.columns.species):
             return "postprocess.new_individual_per_species needs task = 'identify' and columns.species"
         return _check_combined_models(self)

@@ -15,11 +15,17 @@ import pandas as pd
 
 from compkit.config import COMBINED_KINDS, CombinedModel, CompetitionConfig, ModelConfig
 from compkit.data.tables import load_test, load_train
-from compkit.embeddings.cache import combined_gallery_embeddings, combined_test_embeddings
+from compkit.embeddings.cache import (
+    combined_gallery_embeddings,
+    combined_test_embeddings,
+    load_centres,
+    load_fold_embeddings,
+)
 from compkit.postprocess.combined import CandidateTable, UnionMatches, weighted_lists
 from compkit.postprocess.new_individual import training_label_species
 from compkit.postprocess.submission_rows import identify_rows, match_rows, match_rows_kept, neighbour_identify_rows
 from compkit.retrieval.combined import oof_candidates, test_candidates
+from compkit.retrieval.head_scores import KNN_WEIGHT, centre_rows, fused_lists, head_similarities
 from compkit.retrieval.layout import search_depth
 from compkit.retrieval.search import search, search_blended
 from compkit.retrieval.single import oof_neighbors
@@ -72,10 +78,15 @@ def single_predictions(
         codes, classes = training_label_codes(config, workspace)
         species = training_label_species(config, workspace)
         gallery = combined_gallery_embeddings(config, model, workspace, folds)
-        similarities, indices = search(test_vectors, gallery, search_depth(config), backend=backend)
-        submission = neighbour_identify_rows(config, test_ids, similarities, indices, codes, classes, params, species)
-        oof = neighbour_identify_rows(config, neighbors.ids, neighbors.similarities, neighbors.indices, codes,
-                                      classes, params, species)
+        test_lists = search(test_vectors, gallery, search_depth(config), backend=backend)
+        oof_lists = neighbors.similarities, neighbors.indices
+        weight = params.get(KNN_WEIGHT, 1.0)
+        if weight != 1.0 and neighbors.head_similarities is not None:
+            test_head = test_head_similarities(config, model, workspace, folds, test_lists[1], codes, classes)
+            test_lists = fused_lists(*test_lists, test_head, weight)
+            oof_lists = fused_lists(*oof_lists, neighbors.head_similarities, weight)
+        submission = neighbour_identify_rows(config, test_ids, *test_lists, codes, classes, params, species)
+        oof = neighbour_identify_rows(config, neighbors.ids, *oof_lists, codes, classes, params, species)
     return submission, oof
 
 
@@ -103,6 +114,22 @@ def combined_predictions(
             labels, scores = top5_ranker(config, model, table, codes)(weights)
             return identify_rows(config, ids, labels, scores, classes, params, species)
     return rows(test_ids, test), rows(oof.ids, oof.table)
+
+
+def test_head_similarities(config, model, workspace: Workspace, folds: list[int], indices: np.ndarray,
+                           codes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Return each test neighbour's individual's head score: the mean over the fold models that hold it."""
+    neighbour_codes = np.where(indices >= 0, codes[np.clip(indices, 0, None)], -1)
+    total = np.zeros(indices.shape, dtype=np.float32)
+    count = np.zeros(indices.shape, dtype=np.int32)
+    for fold in folds:
+        labels, centres = load_centres(config, model, fold, workspace)
+        queries = np.asarray(load_fold_embeddings(config, model, fold, workspace)[2], dtype=np.float32)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        scores = head_similarities(queries, neighbour_codes, centres, centre_rows(labels, classes))
+        total += np.nan_to_num(scores)
+        count += ~np.isnan(scores)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
 def training_label_codes(config: CompetitionConfig, workspace: Workspace) -> tuple[np.ndarray, np.ndarray]:

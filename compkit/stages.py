@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from compkit.config import CompetitionConfig, FoldSettings, ModelConfig, is_trained
+from compkit.config import CompetitionConfig, ModelConfig, is_trained
 from compkit.data.fetch import fetch_competition, origin_change
-from compkit.data.folds import build_folds, fold_settings, folds_inputs
+from compkit.data.folds import build_folds, fold_settings, folds_inputs, recorded_settings
 from compkit.data.tables import data_inputs
 from compkit.embeddings.cache import fold_dir_inputs
 from compkit.ensemble.final import ENSEMBLE_SELECT, final_csv_path, final_csv_state, write_final_csv
@@ -115,7 +115,7 @@ def _data_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
 def _folds_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
     def judge() -> tuple[State, str]:
         recorded = (read_manifest(workspace.folds_path) or {}).get("inputs", {}).get("folds")
-        settings = FoldSettings(**recorded) if recorded else fold_settings(config)
+        settings = recorded_settings(config, recorded) if recorded else fold_settings(config)
         try:
             state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, settings))
         except CompkitError:

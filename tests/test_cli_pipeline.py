@@ -44,6 +44,9 @@ def test_fetch_folds_status_score_through_the_cli(tmp_path, demo):
     folds = invoke("folds", "-c", competition, "--workspace", work)
     assert folds.exit_code == 0, folds.output
     assert (work / f"tiny-{demo}" / "folds.csv").is_file()
+    if demo == "demo-identify":  # the share of OOF queries that are new individuals, next to its target
+        assert re.search(r"new_individual OOF queries: \d+\.\d% of rows \(folds.unseen_fraction 30.0%\)",
+                         folds.stderr)
 
     status = invoke("status", "-c", competition, "--workspace", work)
     assert status.exit_code == 0

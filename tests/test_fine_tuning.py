@@ -105,3 +105,53 @@ def test_flip_tta_embeds_an_image_and_its_mirror_alike():
         one, mirrored = embedder(images), embedder(images.flip(-1))
     expected = torch.nn.functional.normalize(one, dim=1) + torch.nn.functional.normalize(mirrored, dim=1)
     torch.testing.assert_close(both, expected)
+
+
+def test_class_mean_init_puts_each_centre_on_its_rows_mean_direction():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 5
+    embeddings = 3 * torch.randn(5, 8, generator=generator)[labels] + torch.randn(40, 8, generator=generator)
+    head = ArcMarginHead(8, 5, subcenters=1)
+    head.imprint(embeddings, labels, torch.Generator().manual_seed(1))
+    means = torch.stack([torch.nn.functional.normalize(embeddings[labels == c], dim=1).mean(0) for c in range(5)])
+    assert torch.allclose(head.weight, torch.nn.functional.normalize(means, dim=1), atol=1e-6)
+    assert (head.cosine(embeddings).argmax(1) == labels).float().mean() > 0.9  # it already ranks the classes
+
+
+def test_class_mean_init_jitters_subcentres_apart_and_is_seeded():
+    embeddings, labels = torch.randn(30, 16), torch.arange(30) % 3
+    first, again = ArcMarginHead(16, 3, subcenters=2), ArcMarginHead(16, 3, subcenters=2)
+    first.imprint(embeddings, labels, torch.Generator().manual_seed(4))
+    again.imprint(embeddings, labels, torch.Generator().manual_seed(4))
+    assert torch.equal(first.weight, again.weight)
+    pair = torch.nn.functional.normalize(first.weight[:2], dim=1)
+    assert 0.9 < float(pair[0] @ pair[1]) < 1.0
+
+
+def test_class_mean_init_needs_a_margin_head():
+    head = 'head = { type = "arcface", init = "class_means" }\n'
+    config = parse_config(MINIMAL + IMAGE_MODEL + head, source="t.toml")
+    assert config.model("cnn").head.init == "class_means"
+    with pytest.raises(ConfigError, match="init = 'class_means' needs a margin head"):
+        parse_config(MINIMAL + IMAGE_MODEL + 'head = { type = "supcon", init = "class_means" }\n', source="t.toml")
+
+
+def test_neck_statistics_are_fitted_to_the_rows_and_the_backbone_is_left_alone():
+    from torch.utils.data import TensorDataset
+
+    from compkit.training.loop import fit_neck_statistics
+
+    torch.manual_seed(0)
+    embedder = ImageEmbedder(timm.create_model("test_resnet", num_classes=0), embedding_dim=16, pooling="avg",
+                             image_size=32)
+    backbone_before = {k: v.clone() for k, v in embedder.backbone.state_dict().items()}
+    images = torch.randn(48, 3, 32, 32) * 2 + 1
+    fit_neck_statistics(embedder, TensorDataset(images, torch.zeros(48)), torch.device("cpu"), batch_size=48)
+    embedder.eval()
+    with torch.no_grad():
+        before_norm = embedder.neck[0](embedder._pool(embedder.backbone.forward_features(images)))
+    norm = embedder.neck[1]
+    assert torch.allclose(norm.running_mean, before_norm.mean(0), atol=1e-5)
+    assert torch.allclose(norm.running_var, before_norm.var(0), rtol=1e-3)
+    assert all(torch.equal(v, backbone_before[k]) for k, v in embedder.backbone.state_dict().items())
+    assert embedder.neck[1].momentum == 0.1

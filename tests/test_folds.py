@@ -128,7 +128,8 @@ def test_build_folds_writes_the_table_and_a_manifest_of_the_settings_used(identi
     assert list(written.columns) == ["image", "individual_id", "fold"]
     assert written["fold"].tolist() == result.folds["fold"].tolist()
     manifest = read_manifest(workspace.folds_path)
-    assert manifest["inputs"]["folds"] == {"n_splits": 4, "strategy": "stratified", "seed": 7}
+    assert manifest["inputs"]["folds"] == {"n_splits": 4, "strategy": "stratified", "seed": 7, "group": None,
+                                          "unseen_fraction": None}
     assert result.summary["rows"].sum() == len(written) and len(result.summary) == 4
     assert result.summary["unseen_labels"].sum() == 4  # the four single-image individuals
     assert is_fresh(workspace.folds_path, folds_inputs(config, workspace, fold_settings(config, n_splits=4)))
@@ -163,3 +164,105 @@ def test_build_folds_refuses_one_split(identify_workspace):
     config, workspace = identify_workspace
     with pytest.raises(ConfigError, match="n_splits=1"):
         build_folds(config, workspace, n_splits=1)
+
+
+def happywhale_like_frame(seed=0):
+    """About 1,500 individuals: many with one image, most with 2-6, a few with 20-40 (as in Happywhale)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.concatenate([np.ones(300, int), rng.integers(2, 7, 1100), rng.integers(20, 41, 40)])
+    return labelled_frame(sizes, seed=seed)
+
+
+def encounters(frame, *, seed):
+    """An encounter per row: each individual's rows split over two encounters, each shared by 3 individuals."""
+    codes = pd.factorize(frame["label"])[0]
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(codes.max() + 1)[codes]
+    return (shuffled // 3) * 2 + rng.integers(0, 2, len(frame))
+
+
+def test_a_group_tying_most_rows_together_warns_that_folds_are_unbalanced():
+    frame = happywhale_like_frame(1)
+    frame["encounter"] = np.random.default_rng(0).integers(0, 900, len(frame))  # links nearly everything
+    with pytest.warns(UserWarning, match="one component of .* rows"):
+        make_folds(frame, strategy="group", n_splits=4, seed=0, label_column="label", together_column="encounter")
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.25, 0.4])
+def test_unseen_fraction_makes_that_share_of_oof_queries_new_individuals(fraction):
+    frame = happywhale_like_frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        natural = make_folds(frame, strategy="stratified", n_splits=5, seed=0, label_column="label")
+        folds = make_folds(frame, strategy="stratified", n_splits=5, seed=0, label_column="label",
+                           unseen_fraction=fraction)
+    unseen = (folds_per_label(frame, folds).transform("nunique") == 1).mean()
+    assert abs(unseen - fraction) <= 0.02
+    assert (folds_per_label(frame, natural).transform("nunique") == 1).mean() < 0.15
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 0.05 * len(frame)  # the folds stay balanced
+
+
+def test_a_group_column_never_crosses_folds_in_either_task():
+    frame = happywhale_like_frame(1)
+    frame["encounter"] = encounters(frame, seed=3)
+    for strategy in ("stratified", "group"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folds = make_folds(frame, strategy=strategy, n_splits=4, seed=0, label_column="label",
+                               together_column="encounter")
+        assert (frame.assign(fold=folds).groupby("encounter")["fold"].nunique() == 1).all()
+        if strategy == "group":
+            assert (folds_per_label(frame, folds).nunique() == 1).all()
+        assert set(np.unique(folds)) == {0, 1, 2, 3}
+
+
+def test_unseen_fraction_with_a_group_keeps_both_promises():
+    frame = happywhale_like_frame(2)
+    frame["encounter"] = encounters(frame, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folds = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
+                           together_column="encounter", unseen_fraction=0.3)
+    assert (frame.assign(fold=folds).groupby("encounter")["fold"].nunique() == 1).all()
+    assert (folds_per_label(frame, folds).transform("nunique") == 1).mean() >= 0.28
+
+
+def test_unseen_fraction_defaults_to_the_expected_share_and_is_recorded(identify_workspace, tmp_path):
+    _, workspace = identify_workspace
+    config = parse_config(IDENTIFY_TOML.replace('source = "local"', 'source = "local"\nexpected_new_fraction = 0.4'),
+                          source="identify.toml")
+    assert fold_settings(config).unseen_fraction == 0.4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build_folds(config, workspace)
+    assert read_manifest(workspace.folds_path)["inputs"]["folds"]["unseen_fraction"] == 0.4
+    assert result.unseen_share >= 0.3
+    explicit = parse_config(IDENTIFY_TOML.replace("seed = 7", "seed = 7\nunseen_fraction = 0.1"), source="x.toml")
+    assert fold_settings(explicit).unseen_fraction == 0.1
+    with pytest.raises(StaleArtifactError):  # the config's fraction changed: folds.csv no longer fits it
+        load_folds(explicit, workspace)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[folds]\nunseen_fraction = 1.5", "unseen_fraction must be in [0, 1)"),
+        ("expected_new_fraction = -0.1", "expected_new_fraction must be in [0, 1)"),
+    ],
+)
+def test_bad_unseen_fractions_are_refused_naming_the_key(text, message):
+    toml = IDENTIFY_TOML.replace("[folds]\nn_splits = 3\nseed = 7\n", "")
+    head, rest = toml.split("[columns]")
+    toml = head + (text + "\n" if text.startswith("expected") else "") + "[columns]" + rest
+    if text.startswith("[folds]"):
+        toml += text + "\n"
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        parse_config(toml, source="x.toml")
+
+
+def test_unseen_fraction_is_refused_for_match():
+    toml = IDENTIFY_TOML.replace('task = "identify"', 'task = "match"')
+    toml = toml.replace("seed = 7", "seed = 7\nunseen_fraction = 0.2")
+    with pytest.raises(ConfigError, match="unseen_fraction needs task = 'identify'"):
+        parse_config(toml, source="x.toml")

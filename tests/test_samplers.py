@@ -42,3 +42,47 @@ def test_same_seed_replays_the_same_batches_and_another_seed_does_not():
 def test_images_per_class_above_batch_size_is_rejected():
     with pytest.raises(ConfigError, match="images_per_class"):
         batches(np.arange(10), 0, batch_size=4, images_per_class=8)
+
+
+def _epoch_tensors(loader, epoch: int):
+    return [(images.clone(), labels.clone()) for images, labels in loader.epoch(epoch)]
+
+
+def test_epoch_loader_replays_an_epoch_exactly_with_any_number_of_workers(tmp_path):
+    from PIL import Image
+    from torchvision import transforms
+
+    from compkit.config import TrainSettings
+    from compkit.models.factory import DecodedImages, ImageRows
+    from compkit.training.steps import EpochLoader
+
+    paths = []
+    for index in range(24):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    labels = np.arange(24) % 6
+    augment = transforms.Compose([transforms.RandomResizedCrop(12, scale=(0.3, 1.0)), transforms.ToTensor(),
+                                  transforms.ColorJitter(0.4, 0.4)])
+    dataset = ImageRows(DecodedImages(paths), np.arange(24), labels, augment)
+    runs = {}
+    for workers in (0, 2):
+        settings = TrainSettings(batch_size=8, sampler="class_balanced", images_per_class=2, num_workers=workers)
+        loader = EpochLoader(dataset, labels, settings, seed=3, pin_memory=False)
+        runs[workers] = [_epoch_tensors(loader, epoch) for epoch in (0, 1, 0)]
+    for first, second in zip(runs[0], runs[2], strict=True):
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
+    epoch0, epoch1, epoch0_again = runs[0]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch0, epoch0_again, strict=True))
+    assert not torch.equal(epoch0[0][0], epoch1[0][0])
+
+
+def test_epoch_batches_shuffle_every_row_once_per_epoch():
+    from compkit.config import TrainSettings
+    from compkit.training.steps import EpochBatches
+
+    batches = EpochBatches(np.zeros(50, dtype=int), TrainSettings(batch_size=10, sampler="random"), seed=1)
+    rows = [row for batch in batches for _, row in batch]
+    assert len(batches) == 5 and sorted(rows) == list(range(50))
+    batches.set_epoch(1)
+    assert [row for batch in batches for _, row in batch] != rows

@@ -307,6 +307,9 @@ def test_run_with_submit_uploads_the_ensemble_at_the_end(tuned_workspace, kaggle
     assert row["model"] == "ensemble" and row["status"] == "complete" and row["public_score"] == "0.5"
     assert float(row["cv_score"]) == pytest.approx(read_json(space.tuned_ensemble)["ensemble_oof_score"])
     assert result.stdout.strip().splitlines()[-1] == "0.5"
+    table = invoke("submissions", "-c", folder, "--workspace", base)
+    assert "public - CV" in table.stdout
+    assert f"{0.5 - float(row['cv_score']):+.4f}" in table.stdout  # how far CV misjudged the public score
 
 
 def test_submit_without_a_file_takes_a_fresh_ensemble_older_than_a_model_csv(tuned_workspace):

@@ -95,6 +95,9 @@ def folds(
     for row in summary.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     stderr.print(table)
+    if config.task == "identify":
+        target = "" if result.unseen_fraction is None else f" (folds.unseen_fraction {result.unseen_fraction:.1%})"
+        stderr.print(f"new_individual OOF queries: {result.unseen_share:.1%} of rows{target}", highlight=False)
     stdout.print(str(result.path), highlight=False)
 
 

@@ -126,16 +126,29 @@ def submissions(
         stdout.print(json.dumps(ledger.to_dict(orient="records")), highlight=False)
         return
     table = Table(title=f"{config.slug}: submissions ({space.ledger_path})")
-    for column in ("submitted (UTC)", "what", "CV (OOF)", "public", "status"):
+    gaps = [_gap(row.cv_score, row.public_score) for row in ledger.itertuples(index=False)]
+    with_gaps = any(gap != "-" for gap in gaps)
+    columns = ("submitted (UTC)", "what", "CV (OOF)", "public") + (("public - CV",) if with_gaps else ()) + ("status",)
+    for column in columns:
         table.add_column(column, no_wrap=True)
     table.add_column("message / error")
-    for row in ledger.itertuples(index=False):
+    for row, gap in zip(ledger.itertuples(index=False), gaps, strict=True):
         style = STATUS_STYLES.get(row.status, "")
         note = " / ".join(text for text in (row.message, row.error) if text)
         table.add_row(row.submitted_at[:16].replace("T", " "), escape(row.model or Path(row.file).name),
                       f"{float(row.cv_score):.6f}" if row.cv_score else "-", row.public_score or "-",
-                      f"[{style}]{row.status}[/]" if style else row.status, escape(note))
+                      *((gap,) if with_gaps else ()), f"[{style}]{row.status}[/]" if style else row.status,
+                      escape(note))
     stdout.print(table)
+
+
+def _gap(cv_score, public_score) -> str:
+    """Return public minus CV as text ("-" unless both scores are numbers): how far OOF misjudges the test."""
+    try:
+        gap = float(public_score) - float(cv_score)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if gap != gap else f"{gap:+.4f}"
 
 
 def _submit_kernel(competition: str, config, space: Workspace, *, kernel_id: str | None, wheels_dataset: str | None,

@@ -13,6 +13,19 @@
 - "stratified-group": StratifiedGroupKFold(shuffle=True): stratified by `label_column`, no `group_column`
   value crosses folds. `build_folds` uses it to keep each label (individual) in one fold, stratified by
   species (columns.species).
+
+Two settings add rows that must share a fold (`_kept_together`), in every strategy:
+
+- `group` (a column): rows with the same value never cross folds, so OOF sees the shift test will (an
+  encounter, a camera, a seller). In "group" folds the column joins the label: rows linked by either share
+  a fold.
+- `unseen_fraction` (identify): whole individuals are held out in one fold each, drawn at random from those
+  with several rows until, with the single-row ones, about that share of the rows are unseen in the other
+  folds, i.e. score as `new_individual` when their fold is validated.
+
+Rows tied together form components (scipy's connected components over the tying values); the components
+are dealt whole, largest first, each to the fold with the fewest rows so far, after the untied rows are
+stratified as above.
 """
 
 from __future__ import annotations
@@ -44,6 +57,12 @@ class FoldsResult:
     seed: int
     folds: pd.DataFrame
     summary: pd.DataFrame
+    unseen_fraction: float | None = None
+
+    @property
+    def unseen_share(self) -> float:
+        """Return the share of rows whose label no other fold holds: identify's new_individual OOF queries."""
+        return float(self.summary["unseen_rows"].sum() / max(1, self.summary["rows"].sum()))
 
 
 def make_folds(
@@ -54,10 +73,21 @@ def make_folds(
     seed: int,
     label_column: str,
     group_column: str | None = None,
+    together_column: str | None = None,
+    unseen_fraction: float | None = None,
 ) -> np.ndarray:
-    """Return the fold number (0 to n_splits - 1) of each row of `frame`."""
-    _check_split_request(frame, strategy=strategy, n_splits=n_splits, columns=[label_column, group_column])
+    """Return the fold number (0 to n_splits - 1) of each row of `frame`.
+
+    `together_column` (the config's `folds.group`) and `unseen_fraction` tie rows together as the module
+    docstring says; `unseen_fraction` holds out values of `label_column` (stratified folds).
+    """
+    _check_split_request(frame, strategy=strategy, n_splits=n_splits,
+                         columns=[label_column, group_column, together_column])
     labels = frame[label_column].to_numpy()
+    if together_column is not None or unseen_fraction is not None:
+        return _folds_with_ties(frame, labels, strategy=strategy, n_splits=n_splits, seed=seed,
+                                label_column=label_column, group_column=group_column,
+                                together_column=together_column, unseen_fraction=unseen_fraction)
     if strategy == "stratified":
         return _stratified_folds(labels, n_splits=n_splits, seed=seed, label_column=label_column)
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -77,6 +107,87 @@ def make_folds(
     else:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return _folds_from_splits(splitter.split(np.zeros(len(frame)), labels, groups), len(frame))
+
+
+def _folds_with_ties(frame, labels, *, strategy, n_splits, seed, label_column, group_column, together_column,
+                     unseen_fraction) -> np.ndarray:
+    """Return folds where the rows `_kept_together` share a fold, the other rows split by `strategy`."""
+    if unseen_fraction is not None and strategy != "stratified":
+        raise ConfigError(f"folds.unseen_fraction needs strategy 'stratified' (got {strategy!r}, which already "
+                          "keeps each individual in one fold)")
+    keys = []
+    if together_column is not None:
+        keys.append(frame[together_column].to_numpy())
+    if strategy != "stratified":
+        keys.append(frame[group_column or label_column].to_numpy())
+    if unseen_fraction is not None:
+        held = _held_out_labels(labels, unseen_fraction, n_splits=n_splits, seed=seed)
+        keys.append(np.where(held, labels, None))
+    component = _kept_together(keys, len(frame))
+    tied = component >= 0
+    folds = np.full(len(frame), -1, dtype=np.int64)
+    if (~tied).any():
+        folds[~tied] = _stratified_folds(labels[~tied], n_splits=n_splits, seed=seed, label_column=label_column)
+    if tied.any():
+        folds[tied] = _deal_components(component[tied], folds[~tied], n_splits=n_splits, seed=seed)
+    return folds
+
+
+def _held_out_labels(labels: np.ndarray, fraction: float, *, n_splits: int, seed: int) -> np.ndarray:
+    """Return a row mask of the individuals held out whole: with the single-row ones, about `fraction` of rows.
+
+    Labels with fewer than n_splits rows go first (they would otherwise be spread thinly), in random order.
+    """
+    codes = pd.factorize(labels, use_na_sentinel=False)[0]
+    sizes = np.bincount(codes)
+    wanted = round(fraction * len(labels)) - int((sizes == 1).sum())
+    rng = np.random.default_rng(seed)
+    candidates = np.flatnonzero(sizes > 1)
+    candidates = candidates[rng.permutation(len(candidates))]
+    candidates = candidates[np.argsort(sizes[candidates] >= n_splits, kind="stable")]
+    taken = candidates[: int(np.searchsorted(np.cumsum(sizes[candidates]), wanted, side="right"))]
+    return np.isin(codes, taken)
+
+
+def _kept_together(keys: list[np.ndarray], n_rows: int) -> np.ndarray:
+    """Return each row's component id (-1 for a row no key ties): rows sharing any key's value are one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows, nodes, offset = [], [], 0
+    for values in keys:
+        present = np.flatnonzero(pd.notna(values))
+        codes = pd.factorize(values[present])[0]
+        rows.append(present)
+        nodes.append(codes + offset)
+        offset += int(codes.max()) + 1 if len(codes) else 0
+    rows, nodes = np.concatenate(rows), np.concatenate(nodes)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, n_rows + nodes)), shape=(n_rows + offset,) * 2)
+    _, component = connected_components(graph, directed=False)
+    row_component = component[:n_rows]
+    tied = np.zeros(n_rows, dtype=bool)
+    tied[rows] = True
+    return np.where(tied, pd.factorize(row_component)[0], -1) if tied.any() else np.full(n_rows, -1)
+
+
+def _deal_components(component: np.ndarray, other_folds: np.ndarray, *, n_splits: int, seed: int) -> np.ndarray:
+    """Return a fold per row: components whole, largest first (random among equals), to the emptiest fold."""
+    sizes = np.bincount(component)
+    total = len(component) + len(other_folds)
+    if sizes.max() > total / n_splits:
+        warnings.warn(f"the fold ties (folds.group, label, held-out individuals) make one component of "
+                      f"{sizes.max()} of {total} rows: more than a fold's share, so the folds are unbalanced",
+                      UserWarning, stacklevel=4)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(sizes))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    load = np.bincount(other_folds, minlength=n_splits).astype(np.int64)
+    fold_of_component = np.empty(len(sizes), dtype=np.int64)
+    for index in order:  # one step per component (a group or held-out individual), not per row
+        fold = int(load.argmin())
+        fold_of_component[index] = fold
+        load[fold] += sizes[index]
+    return fold_of_component[component]
 
 
 def _check_split_request(frame: pd.DataFrame, *, strategy: str, n_splits: int, columns: list[str | None]) -> None:
@@ -145,13 +256,28 @@ def _deal_rare_rows(rare_codes: np.ndarray, common_folds: np.ndarray, *, n_split
 def fold_settings(
     config: CompetitionConfig, *, n_splits: int | None = None, strategy: str | None = None, seed: int | None = None
 ) -> FoldSettings:
-    """Return the fold settings to use: the given overrides, else the config's (strategy defaulting by task)."""
+    """Return the fold settings to use: the given overrides, else the config's (strategy defaulting by task).
+
+    `unseen_fraction` defaults to the competition's `expected_new_fraction` in stratified identify folds.
+    """
     if strategy is not None and strategy not in STRATEGIES:
         raise ConfigError(f"unknown fold strategy {strategy!r} (choose {', '.join(STRATEGIES)})")
     n_splits = config.folds.n_splits if n_splits is None else n_splits
     _check_n_splits(n_splits)
     seed = config.folds.seed if seed is None else seed
-    return FoldSettings(n_splits=n_splits, strategy=strategy or config.fold_strategy, seed=seed)
+    strategy = strategy or config.fold_strategy
+    unseen = config.folds.unseen_fraction
+    if unseen is None and config.task == "identify" and strategy == "stratified":
+        unseen = config.expected_new_fraction
+    return FoldSettings(n_splits=n_splits, strategy=strategy, seed=seed, group=config.folds.group,
+                        unseen_fraction=unseen)
+
+
+def recorded_settings(config: CompetitionConfig, recorded: dict[str, Any]) -> FoldSettings:
+    """Return the settings folds.csv must have been made with: its recorded n_splits, strategy and seed (which
+    `compkit folds` options may override) with the config's group and unseen fraction (which they may not)."""
+    settings = FoldSettings(**recorded)
+    return fold_settings(config, n_splits=settings.n_splits, strategy=settings.strategy, seed=settings.seed)
 
 
 def folds_inputs(config: CompetitionConfig, workspace: Workspace, settings: FoldSettings) -> dict[str, Any]:
@@ -203,6 +329,8 @@ def build_folds(
         seed=settings.seed,
         label_column=stratify_by or label_column,
         group_column=group_by,
+        together_column=settings.group,
+        unseen_fraction=settings.unseen_fraction,
     )
     folds = pd.DataFrame({id_column: train[id_column], label_column: train[label_column], FOLD_COLUMN: fold})
     write_csv(workspace.folds_path, folds)
@@ -214,6 +342,7 @@ def build_folds(
         seed=settings.seed,
         folds=folds,
         summary=summarize_folds(folds, label_column=label_column),
+        unseen_fraction=settings.unseen_fraction,
     )
 
 
@@ -243,7 +372,7 @@ def load_folds(config: CompetitionConfig, workspace: Workspace) -> pd.DataFrame:
         state = "no folds yet" if not path.exists() else "no readable manifest beside it"
         raise StaleArtifactError(f"{path}: {state} {hint}")
     try:
-        settings = FoldSettings(**manifest["inputs"]["folds"])
+        settings = recorded_settings(config, manifest["inputs"]["folds"])
     except (KeyError, TypeError):
         raise StaleArtifactError(f"{path}: manifest without fold settings {hint}") from None
     if not is_fresh(path, folds_inputs(config, workspace, settings)):

@@ -2,7 +2,9 @@
 
 Layout under `embeddings/<model>/fold<k>/`: `oof_ids.npy` + `oof.npy` (sparse `oof.npz` for TF-IDF) for the
 rows of fold k, `test.npy`/`test.npz` from that fold's model, and for identify tasks `train.npy`: every
-training row embedded by fold k's model, the gallery that fold's queries (and the test images) search.
+training row embedded by fold k's model, the gallery that fold's queries (and the test images) search, and
+for an identify model trained with a margin head `centres.npy` (classes x sub-centres x dim, unit rows) with
+`centre_labels.npy`: the head's class centres, which kNN + head score fusion compares queries with.
 Test embeddings of the fold models are combined on load (mean, renormalised; TF-IDF is refitted on all rows).
 """
 
@@ -76,6 +78,8 @@ def embed_model_fold(
             oof, test_vectors, gallery = _neural_embeddings(
                 config, model, fold, workspace, rows, test, device, progress
             )
+            if config.task == "identify" and is_trained(model):
+                _save_centres(staging, workspace.best_checkpoint(model.name, fold))
         elif model.kind == "tfidf":
             oof, test_vectors = _tfidf_embeddings(config, model, rows, test)
         else:
@@ -126,6 +130,26 @@ def _neural_embeddings(config, model, fold, workspace, rows, test, device, progr
         description = f"{model.name} fold {fold} gallery"
         gallery = embed_dataset(build.embedder, every_row_set, description=description, **options)
     return oof, test_vectors, gallery
+
+
+def _save_centres(staging: Path, checkpoint: Path) -> None:
+    """Copy a margin head's class centres and labels out of a fold's best checkpoint (none for supcon)."""
+    from compkit.training.checkpoint import load_state
+
+    state = load_state(checkpoint)
+    if "centres" in state:
+        np.save(_npy(embedding_stem(staging, "centres")), state["centres"].numpy().astype(np.float32))
+        np.save(_npy(embedding_stem(staging, "centre_labels")), np.asarray(state["centre_labels"], dtype=str))
+
+
+def load_centres(config, model, fold: int, workspace: Workspace) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return (labels, centres) of fold `fold`'s margin head, or None when the model has none."""
+    _require_fresh(config, model, fold, workspace)
+    stem = workspace.embedding_file(model.name, fold, "centres")
+    if not _npy(stem).is_file():
+        return None
+    labels = np.load(_npy(workspace.embedding_file(model.name, fold, "centre_labels")))
+    return labels, np.load(_npy(stem))
 
 
 def _tfidf_embeddings(config, model, rows, test):

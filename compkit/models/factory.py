@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,14 @@ class ImageRows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, position: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """Return (image tensor, label) of a position, or of (augmentation seed, position) in training."""
+        if isinstance(key, tuple):
+            seed, position = key
+            random.seed(seed)  # timm's crop draws from `random`, torchvision's transforms from torch
+            torch.default_generator.manual_seed(seed)
+        else:
+            position = key
         return self.transform(self.images[int(self.rows[position])]), int(self.labels[position])
 
 
@@ -70,7 +78,8 @@ class TokenRows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, position: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        position = key[1] if isinstance(key, tuple) else key
         row = int(self.rows[position])
         return {name: values[row] for name, values in self.tokens.items()}, int(self.labels[position])
 

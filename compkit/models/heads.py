@@ -49,6 +49,15 @@ class ArcMarginHead(nn.Module):
         else:
             self.margins = values.expand(self.n_classes).clone()
 
+    @torch.no_grad()
+    def imprint(self, embeddings: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> None:
+        """Set every class's centres to the mean direction of its rows' embeddings (sub-centres jittered)."""
+        sums = torch.zeros(self.n_classes, embeddings.shape[1]).index_add_(0, labels, F.normalize(embeddings.float()))
+        centres = F.normalize(sums).repeat_interleave(self.subcenters, dim=0)
+        if self.subcenters > 1:
+            centres = centres + 0.01 * torch.randn(centres.shape, generator=generator)
+        self.weight.copy_(centres.to(self.weight.device, self.weight.dtype))
+
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         cosine = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
         if self.subcenters > 1:

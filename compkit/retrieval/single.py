@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from compkit.config import CompetitionConfig, ModelConfig
-from compkit.embeddings.cache import fold_dir_inputs, load_fold_embeddings, load_gallery
+from compkit.embeddings.cache import fold_dir_inputs, load_centres, load_fold_embeddings, load_gallery
+from compkit.retrieval.head_scores import centre_rows, head_similarities
 from compkit.retrieval.layout import (
     TrainingRows,
     all_rows_matrix,
@@ -32,7 +33,9 @@ class OOFNeighbors:
     """Neighbours of every training row that has an OOF embedding, in training-table order.
 
     `indices` point into the training rows; `labels` are integer codes of the training labels; for identify,
-    `query_truth` is each row's label code or -2 (`NEW_INDIVIDUAL`) when its fold's gallery lacks it.
+    `query_truth` is each row's label code or -2 (`NEW_INDIVIDUAL`) when its fold's gallery lacks it;
+    `head_similarities` (identify, margin-head models) each neighbour's individual's score by the fold's
+    head, aligned with `indices` (see compkit.retrieval.head_scores).
     """
 
     ids: np.ndarray
@@ -42,6 +45,7 @@ class OOFNeighbors:
     indices: np.ndarray
     candidates: str
     query_truth: np.ndarray | None = None
+    head_similarities: np.ndarray | None = None
 
 
 def single_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:
@@ -53,6 +57,7 @@ def single_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Work
         "depth": search_depth(config),
         "blend": [config.postprocess.blend_stages, config.postprocess.blend_threshold],
         "task": config.task,
+        "head_scores": config.task == "identify",
     }
 
 
@@ -114,14 +119,23 @@ def _identify(config, model, workspace, layout: TrainingRows, folds_data) -> OOF
     n_rows = len(layout.table)
     similarities = np.full((n_rows, depth), -np.inf, dtype=np.float32)
     indices = np.full((n_rows, depth), -1, dtype=np.int64)
+    head = np.full((n_rows, depth), np.nan, dtype=np.float32)
+    classes = np.asarray(layout.table[config.columns.label].unique(), dtype=str)  # in label-code order
+    centres = [load_centres(config, model, fold, workspace) for fold in workspace.fold_range()]
     for fold, (rows, (_, oof, _)) in enumerate(zip(layout.rows_of_fold, folds_data, strict=True)):
         gallery_rows = layout.gallery_rows(fold)
         gallery = np.asarray(load_gallery(config, model, fold, workspace))[gallery_rows]
         found_similarities, found = search(np.asarray(oof), gallery, depth, backend=backend)
-        similarities[rows, : found.shape[1]], indices[rows, : found.shape[1]] = found_similarities, gallery_rows[found]
+        width = found.shape[1]
+        similarities[rows, :width], indices[rows, :width] = found_similarities, gallery_rows[found]
+        if centres[fold] is not None:
+            codes = np.where(found >= 0, layout.labels[gallery_rows[found]], -1)
+            labels, vectors = centres[fold]
+            head[rows, :width] = head_similarities(np.asarray(oof), codes, vectors, centre_rows(labels, classes))
     truth = identify_truth(layout.labels, layout.fold_of_row)
     covered = layout.covered
+    fused = head[covered] if all(c is not None for c in centres) else None
     return OOFNeighbors(
         layout.table[config.columns.id].to_numpy(dtype=str)[covered], layout.labels, layout.fold_of_row[covered],
-        similarities[covered], indices[covered], "fold", truth[covered],
+        similarities[covered], indices[covered], "fold", truth[covered], fused,
     )

@@ -29,12 +29,15 @@ def rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
-def seed_epoch(seed: int, epoch: int) -> torch.Generator:
-    """Seed every RNG from (seed, epoch) and return the loader's generator, so a resumed epoch replays exactly."""
-    epoch_seed = seed * 10_007 + epoch
-    random.seed(epoch_seed)
-    np.random.seed(epoch_seed % (2**32))
-    torch.manual_seed(epoch_seed)
-    generator = torch.Generator()
-    generator.manual_seed(epoch_seed)
-    return generator
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Return the seed of one epoch of a run seeded with `seed`."""
+    return seed * 10_007 + epoch
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed the process's RNGs from (seed, epoch), so a resumed epoch replays exactly (the loader's batches and
+    augmentations have their own seeds: see training.steps.EpochBatches)."""
+    value = epoch_seed(seed, epoch)
+    random.seed(value)
+    np.random.seed(value % (2**32))
+    torch.manual_seed(value)

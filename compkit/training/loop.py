@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from compkit.config import CompetitionConfig, ImageModel, TextModel
@@ -19,7 +20,7 @@ from compkit.training.checkpoint import load_state, rng_state, save_state, seed_
 from compkit.training.device import autocast_dtype, resolve_device
 from compkit.training.evaluate import embed_dataset, identify_fold_score, match_fold_score, move_to
 from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
-from compkit.training.steps import batches_per_epoch, create_training_step, set_body_trainable, train_loader
+from compkit.training.steps import EpochLoader, batches_per_epoch, create_training_step, set_body_trainable
 from compkit.workspace import (
     Workspace,
     fingerprint,
@@ -90,18 +91,27 @@ def train_model_fold(
     if state is not None:
         trainer.load_state_dict(state)
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+    elif model.head.imprints_class_means:
+        progress.log(f"{model.name} fold {fold}: centres of {rows.n_classes} classes from their mean embeddings")
+        plain_rows = data.dataset(rows.train, rows.train_labels, train=False)
+        fit_neck_statistics(embedder, plain_rows, torch_device, batch_size=settings.batch_size * 2)
+        rows_embedded = embed_dataset(embedder, plain_rows, device=torch_device, batch_size=settings.batch_size * 2,
+                                      autocast_dtype=amp_dtype, channels_last=channels_last)
+        head.imprint(torch.as_tensor(rows_embedded), torch.as_tensor(rows.train_labels),
+                     torch.Generator().manual_seed(settings.seed))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(workspace.resolved_config(model.name, fold), {"model": model.name, "fold": fold, **build.resolved})
 
     epochs_task = progress.task(f"{model.name} fold {fold}", total=settings.epochs)
     epochs_task.update(completed=start_epoch)
     class_sizes = np.bincount(rows.train_labels, minlength=rows.n_classes)
+    loader = EpochLoader(train_set, rows.train_labels, settings, seed=settings.seed,
+                         pin_memory=torch_device.type == "cuda")
     for epoch in range(start_epoch, settings.epochs):
         _schedule_epoch(model, embedder, head, class_sizes, epoch)
-        loader = train_loader(train_set, rows.train_labels, settings, seed_epoch(settings.seed, epoch),
-                              pin_memory=torch_device.type == "cuda")
+        seed_epoch(settings.seed, epoch)
         started = time.perf_counter()
-        losses = trainer.run_epoch(loader)
+        losses = trainer.run_epoch(loader.epoch(epoch))
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch,
@@ -120,7 +130,8 @@ def train_model_fold(
             record.update(score=score.score, threshold=score.threshold)
             if score.score > best["score"]:
                 best = {"score": score.score, "threshold": score.threshold, "epoch": epoch}
-                best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes}
+                best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes,
+                              **_class_centres(head, rows)}
                 save_state(workspace.best_checkpoint(model.name, fold), best_state)
         history.append(record)
         save_state(
@@ -146,6 +157,15 @@ def _schedule_epoch(model, embedder, head, class_sizes: np.ndarray, epoch: int) 
         set_body_trainable(embedder, epoch >= model.train.freeze_backbone_epochs)
 
 
+def _class_centres(head, rows: FoldRows) -> dict:
+    """Return a margin head's class centres and their labels, for identify's kNN + head score fusion."""
+    if not isinstance(head, ArcMarginHead):
+        return {}
+    centres = torch.nn.functional.normalize(head.weight.detach().float().cpu(), dim=1)
+    return {"centres": centres.view(head.n_classes, head.subcenters, -1),
+            "centre_labels": [str(label) for label in rows.classes]}
+
+
 def _is_scored(epoch: int, settings) -> bool:
     """Return whether the held-out fold is scored after `epoch` (always after the last one)."""
     return epoch >= settings.score_from_epoch or epoch == settings.epochs - 1
@@ -162,6 +182,30 @@ def recalibrate_batchnorm(embedder, dataset, device: torch.device, *, batch_size
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     update_bn((move_to(inputs, device) for inputs, _ in loader), embedder, device=None)
+
+
+@torch.no_grad()
+def fit_neck_statistics(embedder, dataset, device: torch.device, *, batch_size: int) -> None:
+    """Set the neck's BatchNorm statistics to those of `dataset`, the backbone untouched (in eval mode).
+
+    A fresh neck's running statistics (mean 0, variance 1) are not what training will normalise with, so
+    class centres imprinted from its evaluation-mode embeddings would sit in another geometry.
+    """
+    neck = getattr(embedder, "neck", nn.Identity())
+    norms = [m for m in neck.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    embedder.eval()
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over every batch
+        norm.train()
+    for inputs, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        embedder(move_to(inputs, device))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+        norm.eval()
 
 
 def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype, channels_last):

@@ -30,6 +30,7 @@ class FoldRows:
     train_labels: np.ndarray
     valid_labels: np.ndarray
     n_classes: int
+    classes: np.ndarray  # the label of each training code 0..n_classes-1
 
 
 def fold_rows(config: CompetitionConfig, workspace: Workspace, fold: int) -> FoldRows:
@@ -54,7 +55,7 @@ def fold_rows(config: CompetitionConfig, workspace: Workspace, fold: int) -> Fol
     unseen = valid_labels < 0
     valid_labels[unseen] = len(classes) + pd.factorize(labels[valid][unseen])[0]
     return FoldRows(frame, fold_of_row, train, valid, train_labels.astype(np.int64),
-                    valid_labels.astype(np.int64), len(classes))
+                    valid_labels.astype(np.int64), len(classes), np.asarray(classes))
 
 
 def upstream_fingerprint(artifact, hint: str) -> str:

@@ -7,38 +7,74 @@ same object, so the benchmark measures the code that training runs.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from compkit.config import TrainSettings
+from compkit.training.checkpoint import epoch_seed
 from compkit.training.evaluate import move_to
 from compkit.training.samplers import ClassBalancedBatchSampler
 from compkit.training.schedule import WarmupCosine
 
 
-def train_loader(
-    dataset: Dataset, labels: np.ndarray, settings: TrainSettings, generator: torch.Generator, *, pin_memory: bool
-) -> DataLoader:
-    """Return one epoch's loader: shuffled batches, or class-balanced ones, drawn from `generator`."""
-    options = {"num_workers": settings.num_workers, "pin_memory": pin_memory}
-    if settings.sampler == "class_balanced":
-        sampler = ClassBalancedBatchSampler(
-            labels, batch_size=settings.batch_size, images_per_class=settings.images_per_class, generator=generator
-        )
-        return DataLoader(dataset, batch_sampler=sampler, **options)
-    return DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > settings.batch_size,
-        generator=generator,
-        **options,
-    )
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """The batches of one epoch at a time (`set_epoch`), each row paired with its own augmentation seed.
+
+    Shuffled or class-balanced as `settings.sampler` says, both drawn from (seed, epoch) alone. The per-row
+    seed makes a row's augmentation the same whichever worker process draws it, so an epoch replays exactly
+    with any `num_workers` and after a resume.
+    """
+
+    def __init__(self, labels: np.ndarray, settings: TrainSettings, *, seed: int) -> None:
+        self.labels, self.settings, self.seed, self.epoch = np.asarray(labels), settings, seed, 0
+        if settings.sampler == "class_balanced":
+            self._batches(torch.Generator())  # refuses bad sampler settings now, not in the first epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return batches_per_epoch(len(self.labels), self.settings)
+
+    def _batches(self, generator: torch.Generator):
+        settings = self.settings
+        if settings.sampler == "class_balanced":
+            return ClassBalancedBatchSampler(self.labels, batch_size=settings.batch_size,
+                                             images_per_class=settings.images_per_class, generator=generator)
+        drop_last = len(self.labels) > settings.batch_size
+        return BatchSampler(RandomSampler(range(len(self.labels)), generator=generator),
+                            settings.batch_size, drop_last=drop_last)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        row_seeds = np.random.default_rng(epoch_seed(self.seed, self.epoch))
+        for batch in self._batches(generator):
+            yield list(zip(row_seeds.integers(0, 2**31, len(batch)).tolist(), batch, strict=True))
+
+
+class EpochLoader:
+    """One DataLoader for every epoch of a run, so worker processes (and their decoded images) persist.
+
+    `epoch(k)` returns the loader set to epoch k's batches. With `num_workers` > 0, decoding and augmentation
+    run in the workers, `prefetch_factor` batches ahead of the training step.
+    """
+
+    def __init__(self, dataset: Dataset, labels: np.ndarray, settings: TrainSettings, *, seed: int,
+                 pin_memory: bool) -> None:
+        self.batches = EpochBatches(labels, settings, seed=seed)
+        workers = settings.num_workers
+        self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=workers, pin_memory=pin_memory,
+                                 persistent_workers=workers > 0)
+
+    def epoch(self, epoch: int) -> DataLoader:
+        self.batches.set_epoch(epoch)
+        return self.loader
 
 
 def batches_per_epoch(n_rows: int, settings: TrainSettings) -> int:

@@ -10,6 +10,7 @@ below the threshold a fixed change too, summed the same way over those rows' nea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ from compkit.errors import ConfigError
 from compkit.metrics import label_sizes
 from compkit.postprocess.new_individual import LabelSpecies, Top5Objective
 from compkit.postprocess.top5 import NEW_INDIVIDUAL, neighbour_top5
+from compkit.retrieval.head_scores import KNN_WEIGHT, fused_lists
 from compkit.retrieval.single import OOFNeighbors
 
 
@@ -28,9 +30,25 @@ def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[d
 
 
 def identify_evaluator(neighbors: OOFNeighbors, species: LabelSpecies | None = None) -> Top5Objective:
-    """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted."""
-    top5 = neighbour_top5(neighbors.similarities, neighbors.indices, neighbors.labels)
-    return Top5Objective(lambda params: top5, neighbors.query_truth, NEW_INDIVIDUAL, species)
+    """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted.
+
+    With head scores, `params["knn_weight"]` (r) re-ranks the neighbours by r * kNN + (1 - r) * head first;
+    each r's top 5 is computed once per study.
+    """
+    plain = neighbour_top5(neighbors.similarities, neighbors.indices, neighbors.labels)
+    if neighbors.head_similarities is None:
+        return Top5Objective(lambda params: plain, neighbors.query_truth, NEW_INDIVIDUAL, species)
+
+    @functools.lru_cache(maxsize=64)
+    def fused_top5(knn_weight: float):
+        lists = fused_lists(neighbors.similarities, neighbors.indices, neighbors.head_similarities, knn_weight)
+        return neighbour_top5(*lists, neighbors.labels)
+
+    def top5(params: dict):
+        weight = params.get(KNN_WEIGHT, 1.0)
+        return plain if weight == 1.0 else fused_top5(float(weight))
+
+    return Top5Objective(top5, neighbors.query_truth, NEW_INDIVIDUAL, species)
 
 
 def evaluator(

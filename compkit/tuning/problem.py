@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from compkit.config import CompetitionConfig
+from compkit.retrieval.head_scores import KNN_WEIGHT, KNN_WEIGHT_STEP
 from compkit.workspace import atomic_path
 
 
@@ -31,13 +32,19 @@ class TuningProblem:
     other_candidates_score: Callable[[dict], float] | None = None
 
 
-def suggest_params(trial, config: CompetitionConfig) -> dict:
-    """Return one trial's post-processing parameters from the config's search space."""
+def suggest_params(trial, config: CompetitionConfig, *, fusion: bool = False) -> dict:
+    """Return one trial's post-processing parameters from the config's search space.
+
+    `fusion` (identify neighbours with head scores) adds r of r * kNN + (1 - r) * head, on a 0.05 grid.
+    """
     space = config.postprocess
+    params = {}
+    if fusion and space.knn_weight[0] < space.knn_weight[1]:
+        params[KNN_WEIGHT] = trial.suggest_float(KNN_WEIGHT, *space.knn_weight, step=KNN_WEIGHT_STEP)
     if config.task == "identify" and space.new_individual == "fraction":
         fraction = trial.suggest_float("new_individual_fraction", *space.new_individual_fraction)
-        return {"new_individual_fraction": fraction}
-    params = {"threshold": trial.suggest_float("threshold", *space.threshold)}
+        return {**params, "new_individual_fraction": fraction}
+    params["threshold"] = trial.suggest_float("threshold", *space.threshold)
     if config.task == "match" and space.min2:
         low, high = space.min2_threshold
         params["min2_threshold"] = trial.suggest_float("min2_threshold", low, min(high, params["threshold"]))

@@ -22,8 +22,10 @@ def single_problem(
         def other(params: dict) -> float:
             other_set = other_candidates(neighbors.candidates)
             return evaluator(config, oof_neighbors(config, model, workspace, candidates=other_set))(params)
+    fusion = neighbors.head_similarities is not None
     return TuningProblem(
-        evaluate, lambda trial: suggest_params(trial, config), {"threshold": config.postprocess.default_threshold},
+        evaluate, lambda trial: suggest_params(trial, config, fusion=fusion),
+        {"threshold": config.postprocess.default_threshold},
         neighbors.candidates, *plot_parameter(config), refine=species_refinement(config, evaluate),
         other_candidates_score=other,
     )
