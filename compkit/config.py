@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from compkit.errors import ConfigError, ParameterError
+from compkit.names import name_problem
 from compkit.schema import build
 
 Task = Literal["match", "identify"]
@@ -110,6 +111,11 @@ class HeadSettings:
         return self.margin_start + (self.margin - self.margin_start) * epoch / self.margin_warmup_epochs
 
     def check(self) -> str | None:
+        problem = _first(_bound_problem(self, "> 0", ("scale", "temperature"), lambda v: v > 0),
+                         _bound_problem(self, "in [0, pi/2]", ("margin", "margin_start"), lambda v: 0 <= v <= 1.5708),
+                         _bound_problem(self, ">= 1", ("subcenters",), lambda v: v >= 1))
+        if problem:
+            return problem
         if self.margin_warmup_epochs < 0:
             return f"margin_warmup_epochs must be >= 0, got {self.margin_warmup_epochs}"
         if self.margin_start is not None and self.margin_warmup_epochs == 0:
@@ -159,10 +165,32 @@ class TrainSettings:
     def check(self) -> str | None:
         if self.epochs < 0:
             return f"epochs must be >= 0 (0: zero-shot, the pretrained features as they are), got epochs={self.epochs}"
+        problem = _first(
+            _bound_problem(self, ">= 1", ("batch_size", "grad_accum"), lambda v: v >= 1),
+            _bound_problem(self, "> 0", ("lr", "head_lr", "clip_grad"), lambda v: v > 0),
+            _bound_problem(self, ">= 0", ("score_from_epoch", "weight_decay", "warmup_epochs",
+                                          "freeze_backbone_epochs", "num_workers"), lambda v: v >= 0),
+            _bound_problem(self, "in [0, 1)", ("ema_decay",), lambda v: 0 <= v < 1),
+        )
+        if problem:
+            return problem
         if self.sampler == "class_balanced" and not 1 <= self.images_per_class <= self.batch_size:
             return (f"images_per_class must be between 1 and batch_size={self.batch_size}, "
                     f"got images_per_class={self.images_per_class}")
         return None
+
+
+def _bound_problem(settings, rule: str, names: tuple[str, ...], allowed) -> str | None:
+    """Return "<name> must be <rule>, got <value>" for the first of `names` whose value `allowed` refuses."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and not allowed(value):
+            return f"{name} must be {rule}, got {name}={value!r}"
+    return None
+
+
+def _first(*problems: str | None) -> str | None:
+    return next((problem for problem in problems if problem), None)
 
 
 def _check_head_fits_sampler(head: HeadSettings, train: TrainSettings) -> str | None:
@@ -217,7 +245,9 @@ class ImageModel:
     tta: tuple[Literal["flip"], ...] = ()  # "flip": embed the mean of an image's and its mirror's embeddings
 
     def check(self) -> str | None:
-        return _check_head_fits_sampler(self.head, self.train)
+        return _first(_bound_problem(self, ">= 8", ("image_size",), lambda v: v >= 8),
+                      _bound_problem(self, ">= 1", ("embedding_dim",), lambda v: v >= 1),
+                      _check_head_fits_sampler(self.head, self.train))
 
 
 @dataclass(frozen=True)
@@ -231,7 +261,8 @@ class TextModel:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def check(self) -> str | None:
-        return _check_head_fits_sampler(self.head, self.train)
+        return _first(_bound_problem(self, ">= 1", ("max_length", "embedding_dim"), lambda v: v >= 1),
+                      _check_head_fits_sampler(self.head, self.train))
 
 
 @dataclass(frozen=True)
@@ -243,6 +274,12 @@ class TfidfModel:
     max_features: int | None = None
     min_df: int = 1
     sublinear_tf: bool = True
+
+    def check(self) -> str | None:
+        low, high = self.ngram_range
+        if not 1 <= low <= high:
+            return f"ngram_range must be [low, high] with 1 <= low <= high, got [{low}, {high}]"
+        return _bound_problem(self, ">= 1", ("max_features", "min_df"), lambda v: v >= 1)
 
 
 @dataclass(frozen=True)
@@ -296,6 +333,7 @@ def is_zero_shot(model) -> bool:
 def is_trained(model) -> bool:
     """Return whether the model has a training stage: a neural model with epochs > 0."""
     return model.kind in NEURAL_KINDS and model.train.epochs > 0
+RESERVED_NAMES = ("ensemble", "ledger")  # files compkit writes beside the models' own
 COMBINED_TASKS = {"union": ("match",), "concat": ("match", "identify"), "score": ("identify",)}
 
 
@@ -332,6 +370,17 @@ class PostprocessSpace:
             low, high = getattr(self, name)
             if not low <= high:
                 return f"{name} must be [low, high] with low <= high, got [{low}, {high}]"
+        for name in ("threshold", "min2_threshold"):  # cosine similarities
+            low, high = getattr(self, name)
+            if not -1.0 <= low <= high <= 1.0:
+                return f"{name} must lie within [-1, 1] (similarities are cosines), got [{low}, {high}]"
+        if not -1.0 <= self.default_threshold <= 1.0:
+            return f"default_threshold must be in [-1, 1] (a cosine similarity), got {self.default_threshold}"
+        if not 0.0 <= self.new_individual_fraction[0] <= self.new_individual_fraction[1] <= 1.0:
+            return f"new_individual_fraction must lie within [0, 1], got {list(self.new_individual_fraction)}"
+        problem = _bound_problem(self, ">= 1", ("max_matches", "top_n"), lambda v: v >= 1)
+        if problem:
+            return problem
         if not 0.0 <= self.knn_weight[0] <= self.knn_weight[1] <= 1.0:
             return f"knn_weight must lie within [0, 1], got {list(self.knn_weight)}"
         return None
@@ -393,6 +442,15 @@ class CompetitionConfig:
     synthetic: SyntheticSettings | None = None
 
     def check(self) -> str | None:
+        problem = name_problem("slug", self.slug)
+        if problem:
+            return problem
+        for index, model in enumerate(self.models):
+            problem = name_problem(f"models[{index}].name", model.name)
+            if problem:
+                return problem
+            if model.name in RESERVED_NAMES:
+                return f"models[{index}].name {model.name!r} is reserved (compkit's own {model.name}.csv)"
         names = [m.name for m in self.models]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -28,7 +28,7 @@ from compkit.tuning.study import tune_model, tuned_inputs
 from compkit.tuning.tuned import load_tuned
 from compkit.workspace import Workspace, fingerprint, read_json, read_manifest, stage_inputs
 
-State = Literal["fresh", "stale", "present", "missing"]
+State = Literal["fresh", "stale", "present", "missing", "damaged"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,11 @@ class Stage:
     model: str | None = None
 
     def state(self) -> StageState:
-        state, detail = self.judge()
+        """Return the stage's state; an artifact too damaged to judge is "damaged" (remade by `run`)."""
+        try:
+            state, detail = self.judge()
+        except CompkitError as error:
+            state, detail = "damaged", str(error)
         return StageState(self.name, self.artifact, state, detail)
 
 

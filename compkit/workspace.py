@@ -16,6 +16,7 @@ from typing import Any
 
 import compkit
 from compkit.errors import DataError, StaleArtifactError
+from compkit.names import path_component
 
 WORKSPACE_ENV = "COMPKIT_WORKSPACE"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -36,7 +37,7 @@ class Workspace:
     def for_competition(cls, slug: str, base: Path | str | None = None) -> Workspace:
         """Return the workspace of `slug` under `base`, $COMPKIT_WORKSPACE or ./work."""
         base = base or os.environ.get(WORKSPACE_ENV) or Path.cwd() / "work"
-        return cls(Path(base).expanduser().resolve() / slug)
+        return cls(Path(base).expanduser().resolve() / path_component("slug", slug))
 
     @property
     def data_dir(self) -> Path:
@@ -64,7 +65,7 @@ class Workspace:
         return self.root / f"{FETCH_SCRATCH_PREFIX}{token}"
 
     def model_dir(self, model: str, fold: int) -> Path:
-        return self.root / "models" / model / f"fold{fold}"
+        return self.root / "models" / path_component("model", model) / f"fold{fold}"
 
     def best_checkpoint(self, model: str, fold: int) -> Path:
         return self.model_dir(model, fold) / BEST_CHECKPOINT
@@ -79,7 +80,7 @@ class Workspace:
         return self.model_dir(model, fold) / RESOLVED_CONFIG
 
     def embeddings_dir(self, model: str, fold: int) -> Path:
-        return self.root / "embeddings" / model / f"fold{fold}"
+        return self.root / "embeddings" / path_component("model", model) / f"fold{fold}"
 
     def embedding_file(self, model: str, fold: int, part: str) -> Path:
         """Return the stem of one cached embedding matrix (`part`: oof, test, train; .npy or .npz added)."""
@@ -87,28 +88,28 @@ class Workspace:
 
     def neighbors_cache(self, model: str, candidates: str) -> Path:
         """Return a single model's cached OOF neighbour lists for one candidate set."""
-        return self.tuning_dir / model / f"neighbors-{candidates}.npz"
+        return self.tuning_dir / path_component("model", model) / f"neighbors-{candidates}.npz"
 
     def candidates_cache(self, model: str, candidates: str) -> Path:
         """Return a combined model's cached OOF candidate table for one candidate set."""
-        return self.tuning_dir / model / f"candidates-{candidates}.npz"
+        return self.tuning_dir / path_component("model", model) / f"candidates-{candidates}.npz"
 
     def oof_csv(self, model: str) -> Path:
-        return self.root / "oof" / f"{model}.csv"
+        return self.root / "oof" / f"{path_component('model', model)}.csv"
 
     def submission_csv(self, name: str) -> Path:
-        return self.root / "submissions" / f"{name}.csv"
+        return self.root / "submissions" / f"{path_component('model', name)}.csv"
 
     @property
     def tuning_dir(self) -> Path:
         return self.root / "tuning"
 
     def tuned_params(self, model: str) -> Path:
-        return self.tuning_dir / f"{model}.json"
+        return self.tuning_dir / f"{path_component('model', model)}.json"
 
     def score_plot(self, model: str) -> Path:
         """Return the PNG of a model's OOF score against its main tuned parameter."""
-        return self.tuning_dir / f"{model}.png"
+        return self.tuning_dir / f"{path_component('model', model)}.png"
 
     @property
     def tuned_ensemble(self) -> Path:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,73 @@ def test_local_competitions_folder_wins_over_shipped(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert load_config("demo-match").synthetic.n_train_groups == 400
     assert load_config("demo-match").title == ""
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (('slug = "', 'slug = "../../'), "slug '../../"),
+        (('slug = "', 'slug = ".'), "slug '."),
+        (('name = "', 'name = "../../../../evil-'), "models[0].name '../../../../evil-"),
+        (('name = "', 'name = "a/b'), "models[0].name 'a/b"),
+        (('name = "', 'name = "ensemble" #'), "models[0].name 'ensemble' is reserved"),
+    ],
+)
+def test_slugs_and_model_names_that_could_leave_the_workspace_are_refused_at_load(edit, message):
+    text = (MINIMAL + '\n[[models]]\nname = "words"\nkind = "tfidf"\n').replace(*edit, 1)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(text, source="bad.toml")
+
+
+def test_workspace_paths_refuse_a_name_with_a_path_separator_as_a_second_guard(tmp_path):
+    from compkit.workspace import Workspace
+
+    with pytest.raises(ConfigError, match="must be letters, digits"):
+        Workspace.for_competition("../escape", tmp_path)
+    workspace = Workspace(tmp_path / "w")
+    for path_of in (lambda n: workspace.model_dir(n, 0), workspace.tuned_params, workspace.oof_csv,
+                    lambda n: workspace.embeddings_dir(n, 0)):
+        with pytest.raises(ConfigError, match="model '../x'"):
+            path_of("../x")
+    assert workspace.model_dir("resnet-48.v2_b", 0) == tmp_path / "w" / "models" / "resnet-48.v2_b" / "fold0"
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ('kind = "image"\nbackbone = "test_resnet"\ntrain = { epochs = -1 }', "epochs must be >= 0"),
+        ('kind = "image"\nbackbone = "test_resnet"\nimage_size = 0', "image_size must be >= 8, got image_size=0"),
+        ('kind = "image"\nbackbone = "test_resnet"\ntrain = { lr = 0.0 }', "lr must be > 0"),
+        ('kind = "image"\nbackbone = "test_resnet"\nhead = { scale = -1.0 }', "scale must be > 0"),
+        ('kind = "tfidf"\nngram_range = [3, 1]', "ngram_range must be [low, high] with 1 <= low <= high"),
+        ('kind = "text"\nencoder = "x"\nmax_length = 0', "max_length must be >= 1"),
+    ],
+)
+def test_settings_that_would_fail_later_are_refused_at_load(model, message):
+    text = MINIMAL + f'\n[[models]]\nname = "m"\n{model}\n'
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(text, source="bad.toml")
+
+
+@pytest.mark.parametrize(
+    "postprocess, message",
+    [
+        ("default_threshold = 7", "default_threshold must be in [-1, 1]"),
+        ("threshold = [0.2, 1.5]", "threshold must lie within [-1, 1]"),
+        ("top_n = 0", "top_n must be >= 1"),
+    ],
+)
+def test_postprocess_values_outside_what_a_cosine_can_be_are_refused(postprocess, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(MINIMAL + f"\n[postprocess]\n{postprocess}\n", source="bad.toml")
+
+
+def test_an_unknown_backbone_is_refused_before_any_model_trains(tmp_path):
+    from compkit.embeddings.runner import run_models
+    from compkit.workspace import Workspace
+
+    config = parse_config(MINIMAL.replace('text = "title"', 'text = "title"\nimage = "image"')
+                          + '\n[[models]]\nname = "words"\nkind = "tfidf"\n'
+                          + '\n[[models]]\nname = "cnn"\nkind = "image"\nbackbone = "resnet_9000"\n', source="x.toml")
+    with pytest.raises(ConfigError, match=r"models\[1\].backbone 'resnet_9000' of model 'cnn' is not a timm model"):
+        run_models(config, Workspace(tmp_path / "w"), folds=[0])

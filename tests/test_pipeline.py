@@ -111,3 +111,18 @@ def test_run_refuses_bad_options_before_any_stage(tuned_workspace):
     result = invoke("run", "-c", folder, "--workspace", base, "--jobs", 0)
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: --jobs 0: must be >= 1"
+
+
+def test_a_damaged_artifact_is_reported_by_status_and_remade_by_run(tuned_workspace):
+    folder, base = tuned_workspace
+    config = load_config(str(folder))
+    workspace = Workspace.for_competition(config.slug, base)
+    tuned = workspace.tuned_ensemble
+    tuned.write_bytes(tuned.read_bytes()[:20])  # truncated mid-file
+    states = {s.stage: s for s in stage_statuses(config, workspace)}
+    assert states["ensemble"].state == "damaged" and str(tuned) in states["ensemble"].detail
+    shown = invoke("status", "-c", folder, "--workspace", base)
+    assert shown.exit_code == 0 and "damaged" in shown.stdout
+    again = run_pipeline(config, workspace, trials=3)
+    assert "tune ensemble" in again.made
+    assert {s.state for s in stage_statuses(config, workspace)} == {"fresh"}

@@ -361,3 +361,27 @@ def test_ledger_keeps_every_row_when_writers_race(workspace):
     assert sorted(ledger["id"]) == sorted(ids) and sorted(ledger["message"]) == sorted(f"m{i}" for i in range(24))
     assert ledger.set_index("id").loc[ids[3], ["status", "ref"]].tolist() == ["pending", "7"]
     assert (ledger["status"] == "uploading").sum() == 23
+
+
+def test_status_warns_when_cv_and_the_public_leaderboard_rank_two_models_apart(tuned_workspace):
+    from compkit.submit.ledger import add_row, ranking_disagreements, read_ledger
+
+    folder, base = tuned_workspace
+    space = Workspace(base / TUNED_SLUG)
+    for model, cv, public in [("tfidf-word", 0.70, 0.61), ("phash", 0.60, 0.66), ("tfidf-char", 0.65, 0.64),
+                              ("tfidf-word", 0.70, 0.62), ("elsewhere", 0.9, 0.1)]:
+        add_row(space, model=model, cv_score=cv, public_score=public, status="complete")
+    add_row(space, model="phash", cv_score=0.6, status="pending")  # no public score yet: not counted
+
+    pairs = ranking_disagreements(read_ledger(space), ["tfidf-word", "phash", "tfidf-char"])
+    assert {(a["model"], b["model"]) for a, b in pairs} == {("tfidf-word", "phash"), ("tfidf-word", "tfidf-char"),
+                                                            ("tfidf-char", "phash")}
+    assert next(a for a, b in pairs if b["model"] == "phash" and a["model"] == "tfidf-word")["public"] == 0.62
+    result = invoke("status", "-c", folder, "--workspace", base)
+    assert result.exit_code == 0
+    assert "OOF ranks tfidf-word above phash (CV 0.7000 > 0.6000) but the public leaderboard the other way" in \
+        " ".join(result.stderr.split())
+    assert "elsewhere" not in result.stderr  # not a model of this config
+
+    space.ledger_path.write_text("not,a\nledger\n")
+    assert invoke("status", "-c", folder, "--workspace", base).exit_code == 0  # status reports, never fails

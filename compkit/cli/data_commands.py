@@ -16,7 +16,7 @@ from compkit.config import available_competitions, load_config, resolve_config_p
 from compkit.scaffold import init_competition
 from compkit.workspace import Workspace
 
-STATE_STYLES = {"fresh": "green", "stale": "yellow", "present": "cyan", "missing": "dim"}
+STATE_STYLES = {"fresh": "green", "stale": "yellow", "present": "cyan", "missing": "dim", "damaged": "red"}
 
 
 def register(app: typer.Typer) -> None:
@@ -114,3 +114,21 @@ def status(competition: Competition, workspace: WorkspaceBase = None) -> None:
         relative = artifact.relative_to(space.root) if artifact.is_relative_to(space.root) else artifact
         table.add_row(entry.stage, f"[{style}]{entry.state}[/]", str(relative), entry.detail)
     stdout.print(table)
+    _warn_on_rankings(config, space)
+
+
+def _warn_on_rankings(config, space: Workspace) -> None:
+    """Print one warning line per pair of ensemble members that CV and the public leaderboard rank apart."""
+    from compkit.errors import CompkitError
+    from compkit.submit.ledger import ranking_disagreements, read_ledger
+
+    try:
+        ledger = read_ledger(space)
+    except CompkitError as error:  # status reports, it does not fail
+        stderr.print(f"[yellow]warning:[/] {escape(str(error))}", highlight=False)
+        return
+    for higher, lower in ranking_disagreements(ledger, [model.name for model in config.models]):
+        stderr.print(f"[yellow]warning:[/] OOF ranks {escape(higher['model'])} above {escape(lower['model'])} "
+                     f"(CV {higher['cv']:.4f} > {lower['cv']:.4f}) but the public leaderboard the other way "
+                     f"({higher['public']:.4f} < {lower['public']:.4f}): the ensemble's weights trust OOF",
+                     highlight=False)

@@ -83,6 +83,7 @@ def run_models(
         raise ConfigError(f"{config.slug} declares no models: add [[models]] tables to its competition.toml")
     if jobs < 1:
         raise ParameterError("jobs", jobs, "must be >= 1")
+    _check_backbones(config, selected)
     tasks = [(model.name, fold) for model in selected for fold in folds]
     overall = progress.task("models x folds", total=len(tasks))
     if jobs == 1 and backend == "loky":
@@ -94,6 +95,20 @@ def run_models(
             overall.advance(1)
         return outcomes
     return _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, overall)
+
+
+def _check_backbones(config: CompetitionConfig, models) -> None:
+    """Refuse an unknown timm backbone before any model trains, not when training reaches it."""
+    image_models = [model for model in models if model.kind == "image"]
+    if not image_models:
+        return
+    import timm
+
+    for model in image_models:
+        if not timm.is_model(model.backbone):
+            index = config.models.index(model)
+            raise ConfigError(f"{config.slug}: models[{index}].backbone {model.backbone!r} of model {model.name!r} "
+                              "is not a timm model (see timm.list_models())")
 
 
 def _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, overall):

@@ -96,3 +96,21 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ranking_disagreements(ledger: pd.DataFrame, models: list[str] | None = None) -> list[tuple[dict, dict]]:
+    """Return the pairs of models that OOF (CV) ranks one way and the public leaderboard the other.
+
+    Each model counts once, with its latest scored submission (`models` limits the check, e.g. to an
+    ensemble's members). A pair is returned as (the one CV ranks higher, the other), each a dict of model,
+    cv and public; an empty list when they agree or fewer than two models have both scores.
+    """
+    cv = pd.to_numeric(ledger["cv_score"], errors="coerce")
+    public = pd.to_numeric(ledger["public_score"], errors="coerce")
+    scored = ledger.assign(cv=cv, public=public)[cv.notna() & public.notna() & (ledger["model"] != "")]
+    if models is not None:
+        scored = scored[scored["model"].isin(models)]
+    latest = scored.groupby("model", sort=True).tail(1)[["model", "cv", "public"]].to_dict("records")
+    return [(a, b) if a["cv"] > b["cv"] else (b, a)
+            for i, a in enumerate(latest) for b in latest[i + 1:]
+            if (a["cv"] - b["cv"]) * (a["public"] - b["public"]) < 0]
