@@ -13,6 +13,7 @@ from rich.table import Table
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
 from compkit.cli.options import Competition, Force, WorkspaceBase
 from compkit.config import available_competitions, load_config, resolve_config_path
+from compkit.errors import CompkitError
 from compkit.scaffold import init_competition
 from compkit.workspace import Workspace
 
@@ -119,7 +120,6 @@ def status(competition: Competition, workspace: WorkspaceBase = None) -> None:
 
 def _warn_on_rankings(config, space: Workspace) -> None:
     """Print one warning line per pair of ensemble members that CV and the public leaderboard rank apart."""
-    from compkit.errors import CompkitError
     from compkit.submit.ledger import ranking_disagreements, read_ledger
 
     try:
