@@ -127,7 +127,8 @@ def _folds_with_ties(frame, labels, *, strategy, n_splits, seed, label_column, g
     tied = component >= 0
     folds = np.full(len(frame), -1, dtype=np.int64)
     if (~tied).any():
-        folds[~tied] = _stratified_folds(labels[~tied], n_splits=n_splits, seed=seed, label_column=label_column)
+        folds[~tied] = _stratified_folds(labels[~tied], n_splits=n_splits, seed=seed, label_column=label_column,
+                                         among=" not held out or grouped")
     if tied.any():
         folds[tied] = _deal_components(component[tied], folds[~tied], n_splits=n_splits, seed=seed)
     return folds
@@ -213,7 +214,8 @@ def _folds_from_splits(splits: Any, n_rows: int) -> np.ndarray:
     return folds
 
 
-def _stratified_folds(labels: np.ndarray, *, n_splits: int, seed: int, label_column: str) -> np.ndarray:
+def _stratified_folds(labels: np.ndarray, *, n_splits: int, seed: int, label_column: str,
+                      among: str = "") -> np.ndarray:
     """Return StratifiedKFold folds for labels with >= n_splits rows, rarer labels dealt as the docstring says."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -231,7 +233,7 @@ def _stratified_folds(labels: np.ndarray, *, n_splits: int, seed: int, label_col
         rare_labels = int((sizes < n_splits).sum())
         singletons = int((sizes == 1).sum())
         warnings.warn(
-            f"{rare_labels} of {len(uniques)} {label_column} values have fewer than n_splits={n_splits} rows "
+            f"{rare_labels} of {len(uniques)} {label_column} values{among} have fewer than n_splits={n_splits} rows "
             f"({singletons} have one; {len(rare_rows)} rows in all): they are spread over distinct folds instead "
             "of stratified, and single-row ones are unseen in training when their fold is validated",
             UserWarning,
