@@ -65,11 +65,24 @@ def _image_files(args, folder) -> list[str]:
     return names
 
 
+class _SeededTensors:
+    """Pre-loaded (image, label) rows read by EpochLoader's (augmentation seed, position) keys."""
+
+    def __init__(self, images, labels) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key):
+        position = key[1] if isinstance(key, tuple) else key
+        return self.images[position], self.labels[position]
+
+
 def _compkit_pass(args, images, labels, folder):
     """Return a callable that trains one pass with compkit's input pipeline, EpochLoader and TrainingStep."""
     import pandas as pd
     import torch
-    from torch.utils.data import TensorDataset
 
     from compkit.config import Columns, HeadSettings, ImageModel, TrainSettings
     from compkit.models.factory import build_embedder
@@ -92,7 +105,7 @@ def _compkit_pass(args, images, labels, folder):
         frame = pd.DataFrame({"image": _image_files(args, folder)})
         dataset = build.inputs(frame, folder).dataset(torch.arange(len(frame)).numpy(), label_array, train=True)
     else:
-        dataset = TensorDataset(images, labels)
+        dataset = _SeededTensors(images, labels)
     dtype = autocast_dtype(args.amp, device)
     trainer = create_training_step(embedder, head, settings, device, amp_dtype=dtype,
                                    steps_per_epoch=batches_per_epoch(len(dataset), settings))
