@@ -13,6 +13,14 @@ class DataError(CompkitError):
     """An input file (CSV, archive, submission) is missing or malformed."""
 
 
+class DamagedArtifact(DataError):
+    """A file a stage wrote no longer reads back (truncated, corrupted); `path` names it."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {reason}")
+
+
 class BackendUnavailable(CompkitError):
     """An optional dependency or device needed by the chosen backend is missing."""
 

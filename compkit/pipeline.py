@@ -13,7 +13,7 @@ from compkit.progress import NO_PROGRESS, Progress
 from compkit.scoring import score_submission
 from compkit.stages import ENSEMBLE_SELECT, RunOptions, pipeline_stages
 from compkit.tuning.tuned import load_tuned
-from compkit.workspace import Workspace
+from compkit.workspace import Workspace, damaged_outputs, set_aside
 
 FRESH = "fresh, skipped"
 
@@ -26,6 +26,7 @@ class PipelineReport:
     oof_scores: dict[str, float] = field(default_factory=dict)
     test_scores: dict[str, float] = field(default_factory=dict)
     ensemble: Path | None = None
+    set_aside: list[tuple[Path, str]] = field(default_factory=list)  # damaged files found by `verify`
 
     @property
     def made(self) -> list[str]:
@@ -42,6 +43,7 @@ def run_pipeline(
     jobs: int = 1,
     select: str = ENSEMBLE_SELECT,
     train_models: bool = True,
+    verify: bool = False,
     progress: Progress = NO_PROGRESS,
     on_stage: Callable[[str, str], None] = lambda stage, outcome: None,
 ) -> PipelineReport:
@@ -49,12 +51,17 @@ def run_pipeline(
 
     A stage is judged just before it would be made, after the stages before it, so a stage made stale by an
     earlier one in this run is made too. A second run of a fresh workspace makes nothing and writes nothing.
+    With `verify`, every artifact's files are first hashed against their manifests, and a changed file is
+    set aside (renamed `<name>.damaged`) so that its stage sees it missing and makes it again.
     """
     if jobs < 1:
         raise ParameterError("jobs", jobs, "must be >= 1")
     if trials < 0:
         raise ParameterError("trials", trials, "must be >= 0")
     report = PipelineReport()
+    if verify:
+        for path, reason in damaged_outputs(workspace.root, verify=True):
+            report.set_aside.append((set_aside(path), reason))
     options = RunOptions(trials=trials, device=device, jobs=jobs, select=select, train_models=train_models,
                          progress=progress)
     for stage in pipeline_stages(config, workspace):

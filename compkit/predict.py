@@ -32,7 +32,7 @@ from compkit.retrieval.single import oof_neighbors
 from compkit.tuning.combined import combined_weights, top5_ranker
 from compkit.tuning.study import read_tuned
 from compkit.tuning.tuned import TunedModel
-from compkit.workspace import Workspace, file_sha256, write_csv, write_manifest
+from compkit.workspace import Workspace, file_sha256, is_fresh, read_manifest, write_csv, write_manifest
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,21 @@ class PredictResult:
     oof: Path
     test_rows: int
     oof_rows: int
+    skipped: bool = False  # both CSVs were fresh and were kept
 
 
-def predict_model(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> PredictResult:
-    """Write submissions/<model>.csv and oof/<model>.csv with the model's tuned post-processing."""
+def predict_model(
+    config: CompetitionConfig, workspace: Workspace, model: ModelConfig, *, force: bool = False
+) -> PredictResult:
+    """Write submissions/<model>.csv and oof/<model>.csv with the model's tuned post-processing.
+
+    Both are kept when they were predicted from the tuned parameters as they are now, unless `force`.
+    """
     tuned = read_tuned(config, model, workspace)
+    paths = workspace.submission_csv(model.name), workspace.oof_csv(model.name)
+    if not force and all(is_fresh(path, prediction_inputs(workspace, model.name)) for path in paths):
+        rows = [(read_manifest(path) or {}).get("rows", 0) for path in paths]
+        return PredictResult(model.name, *paths, *rows, skipped=True)
     test_ids = load_test(config, workspace)[config.columns.id].to_numpy(dtype=str)
     if model.kind in COMBINED_KINDS:
         submission, oof = combined_predictions(config, workspace, model, tuned, test_ids)

@@ -20,13 +20,22 @@ from compkit.data.tables import data_inputs
 from compkit.embeddings.cache import fold_dir_inputs
 from compkit.ensemble.final import ENSEMBLE_SELECT, final_csv_path, final_csv_state, write_final_csv
 from compkit.ensemble.weights import ensemble_inputs, tune_ensemble
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, ConfigError
 from compkit.predict import predict_model, prediction_inputs
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.training.rows import model_fold_inputs
 from compkit.tuning.study import tune_model, tuned_inputs
-from compkit.tuning.tuned import load_tuned
-from compkit.workspace import Workspace, fingerprint, read_json, read_manifest, stage_inputs
+from compkit.tuning.tuned import TunedModel, load_tuned
+from compkit.workspace import (
+    Workspace,
+    fingerprint,
+    manifest_is_unreadable,
+    manifest_path,
+    output_damage,
+    read_json,
+    read_manifest,
+    stage_inputs,
+)
 
 State = Literal["fresh", "stale", "present", "missing", "damaged"]
 
@@ -76,13 +85,21 @@ class Stage:
         return StageState(self.name, self.artifact, state, detail)
 
 
-def artifact_state(artifact: Path, inputs: dict | None) -> tuple[State, str]:
-    """Return the state of `artifact` against the inputs it should have been made from (None: unknown)."""
+def artifact_state(artifact: Path, inputs: dict | None, *, verify: bool = False) -> tuple[State, str]:
+    """Return the state of `artifact` against the inputs it should have been made from (None: unknown).
+
+    An artifact whose files no longer have the sizes its manifest recorded (with `verify`, the hashes) is
+    "damaged", and so is one whose manifest cannot be read.
+    """
     if not artifact.exists():
         return "missing", ""
     manifest = read_manifest(artifact)
     if manifest is None:
-        return "present", "no manifest"
+        return ("damaged", f"{manifest_path(artifact)} is unreadable") if manifest_is_unreadable(artifact) else (
+            "present", "no manifest")
+    damage = output_damage(artifact, manifest, verify=verify)
+    if damage:
+        return "damaged", damage
     if inputs is None:
         return "present", f"made {manifest.get('created_at', '?')}"
     if manifest.get("fingerprint") == fingerprint(stage_inputs(inputs)):
@@ -90,23 +107,26 @@ def artifact_state(artifact: Path, inputs: dict | None) -> tuple[State, str]:
     return "stale", "inputs changed since " + str(manifest.get("created_at", "?"))
 
 
-def pipeline_stages(config: CompetitionConfig, workspace: Workspace) -> list[Stage]:
-    """Return every stage of the competition's pipeline, in the order `compkit run` makes them."""
-    stages = [_data_stage(config, workspace), _folds_stage(config, workspace)]
+def pipeline_stages(config: CompetitionConfig, workspace: Workspace, *, verify: bool = False) -> list[Stage]:
+    """Return every stage of the competition's pipeline, in the order `compkit run` makes them.
+
+    With `verify`, the stages judge their artifacts' contents by hash, not only their sizes.
+    """
+    stages = [_data_stage(config, workspace, verify), _folds_stage(config, workspace, verify)]
     for model in config.embedding_models:
         if is_trained(model):
-            stages.append(_train_stage(config, workspace, model))
-        stages.append(_embed_stage(config, workspace, model))
+            stages.append(_train_stage(config, workspace, model, verify))
+        stages.append(_embed_stage(config, workspace, model, verify))
     for model in config.models:
-        stages += [_tune_stage(config, workspace, model), _predict_stage(config, workspace, model)]
+        stages += [_tune_stage(config, workspace, model, verify), _predict_stage(config, workspace, model, verify)]
     if len(config.models) >= 2:
-        stages += [_tune_ensemble_stage(config, workspace), _final_stage(config, workspace)]
+        stages += [_tune_ensemble_stage(config, workspace, verify), _final_stage(config, workspace, verify)]
     return stages
 
 
-def _data_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+def _data_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:
     def judge() -> tuple[State, str]:
-        state, detail = artifact_state(workspace.data_dir, data_inputs(config, workspace))
+        state, detail = artifact_state(workspace.data_dir, data_inputs(config, workspace), verify=verify)
         change = origin_change(config, workspace) if state == "fresh" else None
         return ("stale", change) if change else (state, detail)
 
@@ -116,12 +136,13 @@ def _data_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
     return Stage("data", workspace.data_dir, judge, make)
 
 
-def _folds_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+def _folds_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:
     def judge() -> tuple[State, str]:
         recorded = (read_manifest(workspace.folds_path) or {}).get("inputs", {}).get("folds")
         settings = recorded_settings(config, recorded) if recorded else fold_settings(config)
         try:
-            state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, settings))
+            state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, settings),
+                                           verify=verify)
         except CompkitError:
             state, detail = ("stale", "its data is missing") if workspace.folds_path.exists() else ("missing", "")
         if state == "fresh" and artifact_state(workspace.data_dir, data_inputs(config, workspace))[0] != "fresh":
@@ -134,21 +155,26 @@ def _folds_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
     return Stage("folds", workspace.folds_path, judge, make)
 
 
-def _per_fold(config, workspace: Workspace, model: ModelConfig, artifact_of, inputs_of) -> tuple[State, str]:
+def _per_fold(workspace: Workspace, artifact_of, inputs_of, verify: bool) -> tuple[State, str]:
     """Return one state for all folds of a model's stage: fresh only when every fold is."""
     try:
         folds = workspace.fold_range()
     except CompkitError:
         return ("stale", "no folds") if artifact_of(0).parent.exists() else ("missing", "")
-    states = []
+    states, damage = [], []
     for fold in folds:
         try:
-            states.append(artifact_state(artifact_of(fold), inputs_of(fold))[0])
+            state, detail = artifact_state(artifact_of(fold), inputs_of(fold), verify=verify)
         except CompkitError:  # an upstream artifact is missing, so this one cannot be fresh
-            states.append("stale" if artifact_of(fold).exists() else "missing")
+            state, detail = "stale" if artifact_of(fold).exists() else "missing", ""
+        states.append(state)
+        if state == "damaged":
+            damage.append(detail)
     n_fresh = states.count("fresh")
     if n_fresh == len(states):
         return "fresh", f"{len(states)} folds"
+    if damage:
+        return "damaged", damage[0] + (f" (and {len(damage) - 1} more folds)" if len(damage) > 1 else "")
     if "stale" in states:
         return "stale", f"{states.count('stale')} of {len(states)} folds stale"
     if n_fresh:
@@ -156,10 +182,10 @@ def _per_fold(config, workspace: Workspace, model: ModelConfig, artifact_of, inp
     return "missing", ""
 
 
-def _train_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+def _train_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig, verify: bool = False) -> Stage:
     def judge() -> tuple[State, str]:
-        return _per_fold(config, workspace, model, lambda fold: workspace.model_dir(model.name, fold),
-                         lambda fold: model_fold_inputs(config, model, fold, workspace))
+        return _per_fold(workspace, lambda fold: workspace.model_dir(model.name, fold),
+                         lambda fold: model_fold_inputs(config, model, fold, workspace), verify)
 
     def make(options: RunOptions) -> str:
         from compkit.embeddings.runner import run_models  # torch
@@ -174,10 +200,10 @@ def _train_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCo
     return Stage(f"train {model.name}", workspace.model_dir(model.name, 0).parent, judge, make, model.name)
 
 
-def _embed_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+def _embed_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig, verify: bool = False) -> Stage:
     def judge() -> tuple[State, str]:
-        return _per_fold(config, workspace, model, lambda fold: workspace.embeddings_dir(model.name, fold),
-                         lambda fold: fold_dir_inputs(config, model, fold, workspace))
+        return _per_fold(workspace, lambda fold: workspace.embeddings_dir(model.name, fold),
+                         lambda fold: fold_dir_inputs(config, model, fold, workspace), verify)
 
     def make(options: RunOptions) -> str:
         from compkit.embeddings.runner import run_models  # torch
@@ -190,38 +216,54 @@ def _embed_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCo
     return Stage(f"embed {model.name}", workspace.embeddings_dir(model.name, 0).parent, judge, make, model.name)
 
 
-def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig, verify: bool = False) -> Stage:
     path = workspace.tuned_params(model.name)
 
     def judge() -> tuple[State, str]:
+        if path.is_file() and (own := artifact_state(path, None, verify=verify))[0] == "damaged":
+            return own
         try:
             candidates = load_tuned(path).candidates if path.is_file() else "all"
-            return artifact_state(path, tuned_inputs(config, model, workspace, candidates))
+            return artifact_state(path, tuned_inputs(config, model, workspace, candidates), verify=verify)
         except (CompkitError, KeyError):  # embeddings missing, or an unreadable file: it cannot be fresh
             return ("stale", "its inputs are missing or unreadable") if path.exists() else ("missing", "")
 
     def make(options: RunOptions) -> str:
-        if options.trials == 0 and path.is_file():
-            recorded = load_tuned(path)
-            tuned = tune_model(config, workspace, model, trials=0, study_name=recorded.study,
-                               candidates=recorded.candidates, progress=options.progress)
-            return f"OOF {tuned.oof_score:.6f}, parameters re-read from study {recorded.study}"
+        """Tune; with no trials to add, or when the tuned file is damaged, re-read the study's best parameters."""
+        damaged = judge()[0] == "damaged"
+        if options.trials == 0 or damaged:
+            recorded = _readable_tuned(path)
+            try:
+                tuned = tune_model(config, workspace, model, trials=0, progress=options.progress,
+                                   study_name=recorded.study if recorded else None,
+                                   candidates=recorded.candidates if recorded else "all")
+                return f"OOF {tuned.oof_score:.6f}, parameters re-read from study {tuned.study}"
+            except ConfigError:  # the study has no finished trial: a damaged file is tuned again
+                if not damaged:
+                    raise
         tuned = tune_model(config, workspace, model, trials=options.trials, progress=options.progress)
         return f"OOF {tuned.oof_score:.6f} after {tuned.n_trials} trials"
 
     return Stage(f"tune {model.name}", path, judge, make, model.name)
 
 
-def _predict_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig) -> Stage:
+def _readable_tuned(path: Path) -> TunedModel | None:
+    try:
+        return load_tuned(path) if path.is_file() else None
+    except CompkitError:
+        return None
+
+
+def _predict_stage(config: CompetitionConfig, workspace: Workspace, model: ModelConfig, verify: bool = False) -> Stage:
     path = workspace.submission_csv(model.name)
-    tune = _tune_stage(config, workspace, model)
+    tune = _tune_stage(config, workspace, model, verify)
 
     def judge() -> tuple[State, str]:
         """Fresh when both CSVs were predicted from the tuned parameters as they are now, and those are fresh."""
         if not workspace.tuned_params(model.name).is_file():
             return artifact_state(path, None)
         inputs = prediction_inputs(workspace, model.name)
-        states = [artifact_state(csv, inputs) for csv in (path, workspace.oof_csv(model.name))]
+        states = [artifact_state(csv, inputs, verify=verify) for csv in (path, workspace.oof_csv(model.name))]
         state, detail = next((s for s in states if s[0] != "fresh"), states[0])
         if state == "fresh" and not tune.state().fresh:
             return "stale", "its tuned parameters are not fresh"
@@ -234,20 +276,22 @@ def _predict_stage(config: CompetitionConfig, workspace: Workspace, model: Model
     return Stage(f"predict {model.name}", path, judge, make, model.name)
 
 
-def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:
     path = workspace.tuned_ensemble
     models = [m.name for m in config.models]
 
     def judge() -> tuple[State, str]:
+        if path.is_file() and (own := artifact_state(path, None, verify=verify))[0] == "damaged":
+            return own
         try:
             stored = read_json(path) if path.is_file() else None
         except CompkitError:
-            return "stale", "unreadable"
+            return "damaged", f"{path} is unreadable"
         if stored is None:
             return "missing", ""
         if stored.get("models") != models:
             return "stale", "tuned for other models"
-        return artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")))
+        return artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")), verify=verify)
 
     def make(options: RunOptions) -> str:
         tuned = tune_ensemble(config, workspace, models, select=options.select, progress=options.progress)
@@ -256,7 +300,7 @@ def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace) -> Sta
     return Stage("tune ensemble", path, judge, make)
 
 
-def _final_stage(config: CompetitionConfig, workspace: Workspace) -> Stage:
+def _final_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:
     path, _ = final_csv_path(config, workspace)
 
     def judge() -> tuple[State, str]:

@@ -7,6 +7,9 @@ from compkit.stages import StageState, pipeline_stages
 from compkit.workspace import Workspace
 
 
-def stage_statuses(config: CompetitionConfig, workspace: Workspace) -> list[StageState]:
-    """Return the state of every stage of the pipeline for this competition, in pipeline order."""
-    return [stage.state() for stage in pipeline_stages(config, workspace)]
+def stage_statuses(config: CompetitionConfig, workspace: Workspace, *, verify: bool = False) -> list[StageState]:
+    """Return the state of every stage of the pipeline for this competition, in pipeline order.
+
+    Artifacts are judged by their files' sizes; with `verify`, by their contents' hashes too (reads them all).
+    """
+    return [stage.state() for stage in pipeline_stages(config, workspace, verify=verify)]

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import compkit
-from compkit.errors import DataError, StaleArtifactError
+from compkit.errors import ConfigError, DataError, StaleArtifactError
 from compkit.names import path_component
 
 WORKSPACE_ENV = "COMPKIT_WORKSPACE"
 MANIFEST_SUFFIX = ".manifest.json"
+DAMAGED_SUFFIX = ".damaged"
 FETCH_SCRATCH_PREFIX = ".fetch-"
 BEST_CHECKPOINT = "best.pt"
 RESUME_CHECKPOINT = "last.pt"
@@ -36,8 +37,12 @@ class Workspace:
     @classmethod
     def for_competition(cls, slug: str, base: Path | str | None = None) -> Workspace:
         """Return the workspace of `slug` under `base`, $COMPKIT_WORKSPACE or ./work."""
-        base = base or os.environ.get(WORKSPACE_ENV) or Path.cwd() / "work"
-        return cls(Path(base).expanduser().resolve() / path_component("slug", slug))
+        base = Path(base or os.environ.get(WORKSPACE_ENV) or Path.cwd() / "work").expanduser().resolve()
+        root = base / path_component("slug", slug)
+        for folder in (base, root, *base.parents):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"workspace {base}: {folder} is a file, not a folder")
+        return cls(root)
 
     @property
     def data_dir(self) -> Path:
@@ -63,6 +68,10 @@ class Workspace:
     def fetch_scratch(self, token: str) -> Path:
         """Return a scratch folder of one fetch (staging and downloads), removed when the fetch ends."""
         return self.root / f"{FETCH_SCRATCH_PREFIX}{token}"
+
+    def stage_lock(self, stage: str) -> Path:
+        """Return the lock file held while `stage` (fetch, folds) writes shared state (see compkit.locking)."""
+        return self.root / f".{stage}.lock"
 
     def model_dir(self, model: str, fold: int) -> Path:
         return self.root / "models" / path_component("model", model) / f"fold{fold}"
@@ -129,6 +138,11 @@ class Workspace:
         return self.root / "submissions" / "ledger.csv.lock"
 
     @property
+    def submit_lock(self) -> Path:
+        """Held (shared) by each submit while its ledger row is `uploading`; free when no submit is running."""
+        return self.root / "submissions" / "submit.lock"
+
+    @property
     def kernel_dir(self) -> Path:
         """The offline kernel of a code competition and the two datasets it reads (`compkit submit --kernel`)."""
         return self.root / "kernel"
@@ -176,8 +190,13 @@ def embedding_stem(folder: Path, part: str) -> Path:
 
 
 def temp_sibling(path: Path) -> Path:
-    """Return a unique hidden temporary path in the same folder as `path` (same filesystem)."""
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    """Return a unique hidden temporary path in the same folder as `path` (same filesystem), naming this pid."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def temp_siblings(path: Path) -> list[Path]:
+    """Return the `temp_sibling`s of `path` on disk: left behind by a write that was killed."""
+    return sorted(Path(path).parent.glob(f".{Path(path).name}.tmp-*"))
 
 
 def remove_path(path: Path) -> None:
@@ -189,14 +208,49 @@ def remove_path(path: Path) -> None:
             path.unlink()
 
 
+def remove_abandoned_temporaries(path: Path) -> None:
+    """Remove the `temp_sibling`s of `path` whose process no longer runs on this machine (killed mid-write)."""
+    for leftover in temp_siblings(path):
+        pid = leftover.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if not (pid.isdigit() and _is_running(int(pid))):
+            remove_path(leftover)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def naming_path(path: Path) -> Iterator[None]:
+    """Give an OSError raised inside without a file name (a failed write(): disk full, size limit) `path`'s."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
+    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed.
+
+    Temporaries of `path` left by a killed process are removed first, so an interrupted write leaves no
+    scratch once the artifact is written again.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(path)
     temporary = temp_sibling(path)
     try:
-        yield temporary
+        with naming_path(temporary):
+            yield temporary
         if path.is_dir() and temporary.is_dir():
             replace_directory(temporary, path)
         else:
@@ -275,7 +329,7 @@ def stage_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_manifest(artifact: Path, inputs: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """Write the manifest of `artifact` (fingerprint of `inputs` plus `extra` facts) and return it."""
+    """Write the manifest of `artifact` (fingerprint of `inputs`, its files' sizes and hashes, `extra` facts)."""
     full_inputs = stage_inputs(inputs)
     manifest = {
         "artifact": Path(artifact).name,
@@ -283,23 +337,103 @@ def write_manifest(artifact: Path, inputs: Mapping[str, Any], **extra: Any) -> d
         "inputs": full_inputs,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **extra,
+        "outputs": output_files(artifact),
     }
     write_json(manifest_path(artifact), manifest)
     return manifest
 
 
+def output_files(artifact: Path) -> dict[str, dict[str, Any]]:
+    """Return {path relative to the artifact's folder: {"bytes", "sha256"}} of every file the artifact is made of.
+
+    A folder artifact is made of the files under it, less hidden ones (scratch) and the `.damaged` files a
+    stage set aside; a file artifact of itself.
+    """
+    artifact = Path(artifact)
+    if not artifact.is_dir():
+        return {artifact.name: _file_record(artifact)}
+    outputs = {}
+    for directory, folders, names in os.walk(artifact):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(names):
+            if name.startswith(".") or name.endswith((DAMAGED_SUFFIX, MANIFEST_SUFFIX)):
+                continue
+            path = Path(directory, name)
+            outputs[path.relative_to(artifact.parent).as_posix()] = _file_record(path)
+    return outputs
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def output_damage(artifact: Path, manifest: Mapping[str, Any], *, verify: bool = False) -> str | None:
+    """Return how `artifact`'s files differ from those its manifest recorded (None: they match).
+
+    Sizes are compared on every call; contents (sha256) only when `verify`. A manifest written before
+    compkit recorded outputs has nothing to compare.
+    """
+    return next((reason for _, reason in _damaged_files(artifact, manifest, verify=verify)), None)
+
+
+def _damaged_files(artifact: Path, manifest: Mapping[str, Any], *, verify: bool) -> Iterator[tuple[Path, str]]:
+    folder = Path(artifact).parent
+    for name, record in (manifest.get("outputs") or {}).items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            yield path, f"{path} is missing"
+            continue
+        if size != record.get("bytes"):
+            yield path, f"{path} is {size:,} bytes, its manifest recorded {record.get('bytes', 0):,}"
+        elif verify and file_sha256(path) != record.get("sha256"):
+            yield path, f"{path} changed since it was written (its sha256 differs from its manifest's)"
+
+
+def damaged_outputs(root: Path, *, verify: bool = True) -> list[tuple[Path, str]]:
+    """Return (file, why) for every file under `root` that differs from the manifest that recorded it."""
+    damaged = []
+    for path in sorted(Path(root).rglob(f"*{MANIFEST_SUFFIX}")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # a scratch or staging folder
+        artifact = path.with_name(path.name[: -len(MANIFEST_SUFFIX)])
+        manifest = read_manifest(artifact)
+        if manifest is not None:
+            damaged += [item for item in _damaged_files(artifact, manifest, verify=verify) if item[0].exists()]
+    return damaged
+
+
+def manifest_is_unreadable(artifact: Path) -> bool:
+    """Return True when `artifact` has a manifest file that cannot be read as one (damaged, not missing)."""
+    path = manifest_path(artifact)
+    return path.is_file() and Path(artifact).exists() and read_manifest(artifact) is None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.damaged` beside it (replacing an older one) and return the new path."""
+    target = Path(path).with_name(Path(path).name + DAMAGED_SUFFIX)
+    os.replace(path, target)
+    return target
+
+
 def read_manifest(artifact: Path) -> dict[str, Any] | None:
-    """Return the manifest of `artifact`, or None when the artifact or its manifest is missing."""
+    """Return the manifest of `artifact`, or None when the artifact or its manifest is missing or unreadable."""
     path = manifest_path(artifact)
     if not path.is_file() or not Path(artifact).exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def is_fresh(artifact: Path, inputs: Mapping[str, Any]) -> bool:
-    """Return True when `artifact` exists and was made from exactly `inputs`."""
+    """Return True when `artifact` was made from exactly `inputs` and its files still have their recorded sizes."""
     manifest = read_manifest(artifact)
-    return manifest is not None and manifest.get("fingerprint") == fingerprint(stage_inputs(inputs))
+    return (
+        manifest is not None
+        and manifest.get("fingerprint") == fingerprint(stage_inputs(inputs))
+        and output_damage(artifact, manifest) is None
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +49,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in gpu_tests:
         item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (marked gpu; torch sees none here)"))
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
+    """Hold the compkit lock file `path` in another process, as a running stage would, until the block ends."""
+    script = ("import sys\nfrom compkit.locking import exclusive_lock\n"
+              "with exclusive_lock(sys.argv[1], holder='test'):\n    print('held', flush=True)\n    sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
 
 
 class RecordingProgress:
@@ -131,6 +149,24 @@ def kaggle_credentials(kaggle_server: KaggleTestServer, kaggle_home: Path) -> Pa
 TUNED_SLUG = "tiny-demo-match"
 
 
+def matcher_competition(root: Path, slug: str, *, n_train_groups: int = 24, n_test_groups: int = 8,
+                        n_splits: int = 3) -> Path:
+    """Write a tiny demo-match with its matchers only (TF-IDF, phash: nothing to train) under root/competitions."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "competitions" / "demo-match" / "competition.toml").read_text()
+    for pattern, value in ((r"n_train_groups = \d+", f"n_train_groups = {n_train_groups}"),
+                           (r"n_test_groups = \d+", f"n_test_groups = {n_test_groups}"),
+                           (r"image_size = \d+", "image_size = 32"), (r"n_splits = \d+", f"n_splits = {n_splits}")):
+        text = re.sub(pattern, value, text)
+    text = re.sub(r'\[\[models\]\]\nname = "[^"]+"\nkind = "(?!tfidf|phash)\w+".*?(?=\n\[|\Z)', "", text, flags=re.S)
+    text = text.replace('slug = "demo-match"', f'slug = "{slug}"\nkaggle = "{slug}"')
+    folder = root / "competitions" / slug
+    folder.mkdir(parents=True)
+    (folder / "competition.toml").write_text(text)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tuned_matcher_competition(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny demo-match with its matchers only (no training), run once through tune, predict and ensemble.
@@ -138,23 +174,12 @@ def tuned_matcher_competition(tmp_path_factory: pytest.TempPathFactory) -> tuple
     Returns (competition folder, workspace base). Its config names a Kaggle competition, TUNED_SLUG. Tests
     copy the base (shutil.copytree) before they change anything in it.
     """
-    import re
-
     from compkit.config import load_config
     from compkit.pipeline import run_pipeline
     from compkit.workspace import Workspace
 
     root = tmp_path_factory.mktemp("tuned-matchers")
-    text = (Path(__file__).resolve().parents[1] / "competitions" / "demo-match" / "competition.toml").read_text()
-    for pattern, value in ((r"n_train_groups = \d+", "n_train_groups = 24"), (r"n_test_groups = \d+",
-                           "n_test_groups = 8"), (r"image_size = \d+", "image_size = 32"),
-                           (r"n_splits = \d+", "n_splits = 3")):
-        text = re.sub(pattern, value, text)
-    text = re.sub(r'\[\[models\]\]\nname = "[^"]+"\nkind = "(?!tfidf|phash)\w+".*?(?=\n\[|\Z)', "", text, flags=re.S)
-    text = text.replace('slug = "demo-match"', f'slug = "{TUNED_SLUG}"\nkaggle = "{TUNED_SLUG}"')
-    folder = root / "competitions" / TUNED_SLUG
-    folder.mkdir(parents=True)
-    (folder / "competition.toml").write_text(text)
+    folder = matcher_competition(root, TUNED_SLUG)
     config = load_config(str(folder))
     run_pipeline(config, Workspace.for_competition(config.slug, root / "work"), trials=5)
     return folder, root / "work"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from compkit.workspace import Workspace
 
 
 def write_zip(path: Path, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as bundle, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)  # hostile archives repeat names
         for info, content in members:
             bundle.writestr(info, content)
     return path
@@ -41,6 +44,10 @@ HOSTILE_MEMBERS = {
     "nested parent folder": ("train_images/../../evil.txt", b"evil", "path leaves the extraction folder"),
     "symbolic link": (symlink_member("train_images/link.jpg", "/etc/passwd"), b"/etc/passwd", "symbolic link"),
     "zip bomb": ("train_images/bomb.jpg", bytes(8 << 20), "compression ratio .* exceeds 250:1"),
+    "duplicate name": ("train.csv", b"posting_id,image,title,label_group\np9,z.jpg,other,9\n",
+                       "unpacks to the same path as the earlier member 'train.csv'"),
+    "duplicate path": ("./train_images//a.jpg", b"\xff\xd8 other a",
+                       "unpacks to the same path as the earlier member 'train_images/a.jpg'"),
 }
 
 
@@ -92,6 +99,30 @@ def test_extract_zip_refuses_archive_over_the_size_limit(tmp_path):
         extract_zip(archive, tmp_path / "out", max_unpacked_bytes=1000)
 
     assert not (tmp_path / "out").exists()
+
+
+def test_extract_zip_refuses_a_bomb_of_members_each_too_small_for_the_member_check(tmp_path):
+    just_under_the_member_check = bytes((1 << 20) - 1)
+    archive = write_zip(tmp_path / "bomb.zip", [(f"train_images/{i}.jpg", just_under_the_member_check)
+                                                for i in range(80)])
+
+    with pytest.raises(DataError, match=r"bomb.zip: refusing the archive: it unpacks to 80.0 MiB from .* KiB, "
+                                        r"a compression ratio of [\d,]+:1 over 100:1 \(zip bomb\?\)$"):
+        extract_zip(archive, tmp_path / "out")
+
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_zip_refuses_an_archive_that_would_not_leave_the_disk_its_margin(tmp_path):
+    archive = write_zip(tmp_path / "data.zip", [(f"train_images/{i}.jpg", bytes(256 << 10)) for i in range(4)])
+    free = shutil.disk_usage(tmp_path).free
+
+    with pytest.raises(DataError, match=r"data.zip: refusing the archive: it unpacks to 1.0 MiB, but the disk of "
+                                        rf"{tmp_path / 'out'} has [\d.,]+ \w+ free and [\d.,]+ \w+ must stay free$"):
+        extract_zip(archive, tmp_path / "out", keep_free_bytes=free)
+
+    assert not (tmp_path / "out").exists()
+    assert extract_zip(archive, tmp_path / "out", keep_free_bytes=0).n_bytes == 1 << 20
 
 
 def test_extract_zip_streams_members_into_folders(tmp_path, tiny_files):

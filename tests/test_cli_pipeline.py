@@ -118,7 +118,7 @@ def test_status_marks_folds_stale_after_train_csv_changes(tmp_path):
     lines = train.read_text().splitlines()
     train.write_text("\n".join(lines[:-1]) + "\n")
     status = invoke("status", "-c", competition, "--workspace", work)
-    assert re.search(r"data\s+│\s+stale", status.stdout)
+    assert re.search(r"data\s+│\s+damaged", status.stdout)  # not the size its manifest recorded
     assert re.search(r"folds\s+│\s+stale", status.stdout)
 
 
@@ -133,7 +133,7 @@ def test_status_follows_each_artifact_of_a_run(tuned_workspace):
     tuned.write_text(tuned.read_text().replace('"model"', '"model" ', 1))  # same params, other bytes
     status = invoke("status", "-c", competition, "--workspace", work)
     stages = dict(re.findall(r"│ ((?:tune|predict|ensemble)[\w -]*?)\s+│ (\w+)", status.stdout))
-    assert stages["tune phash"] == "fresh" and stages["predict phash"] == "stale"
+    assert stages["tune phash"] == "damaged" and stages["predict phash"] == "stale"  # not the bytes it wrote
     csv = work / "tiny-demo-match" / "submissions" / "phash.csv"
     csv.write_text(csv.read_text() + "\n")
     status = invoke("status", "-c", competition, "--workspace", work)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SLUG, RecordingProgress
+from conftest import TINY_CONFIG, TINY_SLUG, RecordingProgress
 from kaggle_server import DATA_PREFIX, KaggleTestServer, Reply
 
 from compkit.config import CompetitionConfig
 from compkit.data.fetch import fetch_competition
 from compkit.data.tables import data_inputs
-from compkit.errors import DataError, KaggleError
+from compkit.errors import CompkitError, DataError, KaggleError
 from compkit.kaggle_client import RetryPolicy, credentials_source
 from compkit.workspace import Workspace, is_fresh, read_manifest
 
@@ -287,3 +291,62 @@ def test_credentials_are_looked_up_where_the_official_client_reads_them(kaggle_h
     assert credentials_source({**environ, "KAGGLE_CONFIG_DIR": str(kaggle_home / "elsewhere")}) is None
     assert credentials_source({**environ, "KAGGLE_USERNAME": "a", "KAGGLE_KEY": "b"}) == "KAGGLE_USERNAME/KAGGLE_KEY"
     assert credentials_source({**environ, "KAGGLE_API_TOKEN": "t"}) == "KAGGLE_API_TOKEN"
+
+
+def fetch_command(tmp_path: Path, *options: str) -> list[str]:
+    """Return the command line of `compkit fetch` of the tiny competition into tmp_path/work."""
+    folder = tmp_path / "competitions" / TINY_SLUG
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "competition.toml").write_text(TINY_CONFIG)
+    return [sys.executable, "-m", "compkit.cli", "fetch", "-c", str(folder), "--workspace", str(tmp_path / "work"),
+            *options]
+
+
+def slow_download(served: KaggleTestServer, tiny_files: dict[str, bytes]) -> None:
+    """Make the archive of the tiny competition take about a second to download."""
+    big = {**tiny_files, "train_images/big.jpg": random.Random(0).randbytes(3 << 20)}
+    served.add_competition(TINY_SLUG, big).chunk_delay = 0.02
+
+
+def wait_for(condition, *, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_second_fetch_fails_at_once_while_the_first_runs_and_the_first_succeeds(
+    served, tiny_config, tiny_files, tmp_path, workspace
+):
+    slow_download(served, tiny_files)
+    first = subprocess.Popen(fetch_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(workspace.root.glob(".fetch-*")))
+
+    with pytest.raises(CompkitError, match=rf"^another compkit fetch is running \(pid {first.pid}\); it holds "
+                                           rf"{workspace.stage_lock('fetch')}$"):
+        fetch_competition(tiny_config, workspace)
+
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert {name: (workspace.data_dir / name).read_bytes() for name in tiny_files} == tiny_files
+    assert sorted(p.name for p in workspace.root.iterdir()) == ["data", "data.manifest.json"]
+
+
+def test_fetch_after_a_kill_9_removes_what_the_killed_fetch_left_even_when_data_is_up_to_date(
+    served, tiny_config, tiny_files, tmp_path, workspace
+):
+    slow_download(served, tiny_files)
+    fetch_competition(tiny_config, workspace)
+    killed = subprocess.Popen(fetch_command(tmp_path, "--force"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: any(workspace.root.glob(".fetch-*/download/*")))
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    old_data = workspace.root / ".data.tmp-0123456789ab"  # as a kill -9 during the swap leaves the old data/
+    old_data.mkdir()
+    (old_data / "train.csv").write_bytes(tiny_files["train.csv"])
+    assert any(workspace.root.glob(".fetch-*"))
+
+    result = fetch_competition(tiny_config, workspace)
+
+    assert result.skipped
+    assert sorted(p.name for p in workspace.root.iterdir()) == ["data", "data.manifest.json"]

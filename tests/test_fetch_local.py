@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SLUG, RecordingProgress
+from conftest import TINY_CONFIG, TINY_SLUG, RecordingProgress, lock_held_elsewhere
 
 from compkit.data.fetch import fetch_competition
 from compkit.data.tables import data_inputs
@@ -130,3 +132,30 @@ def test_fetch_refuses_a_folder_that_holds_the_workspace(tmp_path, tiny_config, 
 def test_path_is_refused_for_other_sources(input_folder, tiny_config, workspace):
     with pytest.raises(ConfigError, match="--path is for --source local"):
         fetch_competition(tiny_config, workspace, path=input_folder)
+
+
+def test_fetch_while_another_fetch_runs_fails_in_one_line_and_touches_nothing(
+    input_folder, tiny_config, tmp_path, workspace
+):
+    fetch_competition(tiny_config, workspace, source="local", path=input_folder)
+    running_staging = workspace.fetch_scratch("0123456789ab") / "data"  # the running fetch's files
+    running_staging.mkdir(parents=True)
+    (running_staging / "train.csv").write_bytes(b"posting_id,image,title,label_group\n")
+    before = {p: p.read_bytes() for p in workspace.root.rglob("*") if p.is_file()}
+    competition = tmp_path / "competitions" / TINY_SLUG
+    competition.mkdir(parents=True)
+    (competition / "competition.toml").write_text(TINY_CONFIG)
+    lock = workspace.stage_lock("fetch")
+
+    with lock_held_elsewhere(lock) as holder:
+        second = subprocess.run(
+            [sys.executable, "-m", "compkit.cli", "fetch", "-c", str(competition), "--workspace",
+             str(tmp_path / "work"), "--source", "local", "--path", str(input_folder), "--force"],
+            capture_output=True, text=True,
+        )
+        after = {p: p.read_bytes() for p in workspace.root.rglob("*") if p.is_file() and p != lock}
+
+    assert second.returncode == 1
+    message = f"error: another compkit fetch is running (pid {holder.pid}); it holds {lock}"
+    assert second.stderr.splitlines() == [message]
+    assert after == before

@@ -3,10 +3,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import lock_held_elsewhere
 
 from compkit.config import parse_config
 from compkit.data.folds import build_folds, fold_settings, folds_inputs, load_folds, make_folds
-from compkit.errors import ConfigError, DataError, StaleArtifactError
+from compkit.errors import CompkitError, ConfigError, DataError, StaleArtifactError
 from compkit.workspace import Workspace, is_fresh, manifest_path, read_manifest
 
 IDENTIFY_TOML = """
@@ -158,6 +159,21 @@ def test_load_folds_without_folds_says_which_command_to_run(identify_workspace):
     assert not manifest_path(workspace.folds_path).exists()
     with pytest.raises(StaleArtifactError, match="no readable manifest"):
         load_folds(config, workspace)
+
+
+def test_build_folds_refuses_while_another_folds_runs_and_writes_nothing(identify_workspace):
+    config, workspace = identify_workspace
+    lock = workspace.stage_lock("folds")
+
+    with lock_held_elsewhere(lock) as holder, pytest.raises(
+        CompkitError, match=rf"^another compkit folds is running \(pid {holder.pid}\); it holds {lock}$"
+    ):
+        build_folds(config, workspace)
+
+    assert not workspace.folds_path.exists() and not manifest_path(workspace.folds_path).exists()
+    with pytest.warns(UserWarning):
+        build_folds(config, workspace)
+    assert load_folds(config, workspace)["fold"].nunique() == 3 and not lock.exists()
 
 
 def test_build_folds_refuses_one_split(identify_workspace):

@@ -52,11 +52,13 @@ def test_status_and_run_read_the_same_stage_list(tuned_workspace):
     assert {s.state for s in statuses} == {"fresh"}
 
     tuned = workspace.tuned_params("phash")
+    original = tuned.read_bytes()
     tuned.write_text(tuned.read_text().replace('"model"', '"model" ', 1))  # same parameters, other bytes
-    stale = {s.stage for s in stage_statuses(config, workspace) if not s.fresh}
-    assert stale == {"predict phash"}
+    states = {s.stage: s.state for s in stage_statuses(config, workspace) if not s.fresh}
+    assert states == {"tune phash": "damaged", "predict phash": "stale"}
     again = run_pipeline(config, workspace, trials=3)
-    assert again.made == ["predict phash"]  # its CSVs are byte-identical, so the ensemble stays fresh
+    assert again.made == ["tune phash"]  # re-read from its study: the same bytes, so its CSVs stay fresh
+    assert tuned.read_bytes() == original
     assert {s.state for s in stage_statuses(config, workspace)} == {"fresh"}
 
 

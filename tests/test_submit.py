@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import TINY_SLUG, TUNED_SLUG
-from kaggle_server import UPLOAD_PREFIX, KaggleTestServer, Reply
+from kaggle_server import UPLOAD_PREFIX, KaggleTestServer, Reply, create_submission, receive_upload
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
@@ -135,6 +139,59 @@ def test_wait_timeout_keeps_the_row_pending_and_refresh_picks_the_score_up(
     assert "1 pending submissions updated" in shown.stderr
     row = ledger_rows(workspace)[0]
     assert row["status"] == "complete" and row["public_score"] == "0.833333"
+
+
+def stalled(handler, release: threading.Event):
+    """Return `handler` that never answers: it acts at once, then drops the connection once `release` is set."""
+    def answer(server, request):
+        handler(server, request)
+        release.wait(timeout=60)
+        return Reply(drop=True)
+    return answer
+
+
+def submit_killed_at(served: KaggleTestServer, method: str, command: list[str]) -> subprocess.Popen:
+    """Run `command` (a compkit submit) until the server receives `method`, and return it still running."""
+    before = len(served.calls(method))
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(served.calls(method)) == before and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.poll() is None and len(served.calls(method)) > before, f"compkit submit never sent {method}"
+    return worker
+
+
+def test_refresh_settles_uploads_that_a_kill_9_cut_off(served, workspace, good_csv, competition_dir):
+    competition = served.competitions[TINY_SLUG]
+    competition.polls_until_scored = 0
+    release = threading.Event()
+    served.routes["CreateSubmission"] = stalled(create_submission, release)  # Kaggle takes it, its answer is late
+    command = [sys.executable, "-m", "compkit.cli", "submit", "-c", str(competition_dir), "--workspace",
+               str(workspace.root.parent), "-f", str(good_csv)]
+    refresh = ["submissions", "-c", competition_dir, "--workspace", workspace.root.parent, "--refresh"]
+    try:
+        arrived = submit_killed_at(served, "CreateSubmission", command)
+        while_running = invoke(*refresh)
+        arrived.kill()
+        arrived.wait()
+        served.storage_routes[UPLOAD_PREFIX] = stalled(receive_upload, release)  # the upload never completes
+        cut_off = submit_killed_at(served, UPLOAD_PREFIX, command)
+        cut_off.kill()
+        cut_off.wait()
+    finally:
+        release.set()
+
+    assert while_running.exit_code == 0 and "a submit is running" in while_running.stderr
+    assert [row["status"] for row in ledger_rows(workspace)] == ["uploading", "uploading"]
+    refreshed = invoke(*refresh)
+
+    assert refreshed.exit_code == 0, refreshed.output
+    [submission] = competition.submissions
+    first, second = ledger_rows(workspace)
+    assert first["message"] == second["message"] == submission.description == "compkit good.csv"
+    assert (first["status"], first["ref"], first["public_score"]) == ("complete", str(submission.ref), "0.833333")
+    assert second["status"] == "unknown" and "Kaggle lists no such submission" in second["error"]
+    assert "unknown" in invoke("submissions", "-c", competition_dir, "--workspace", workspace.root.parent).stdout
 
 
 def test_invalid_file_is_refused_before_any_network_call(served, workspace, competition_dir, tmp_path):

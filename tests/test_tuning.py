@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from compkit.errors import DataError, ParameterError, StaleArtifactError
 from compkit.predict import predict_model
 from compkit.retrieval.single import oof_neighbors
 from compkit.scoring import score_submission
-from compkit.tuning.study import default_study_name, read_tuned, tune_model
+from compkit.tuning import study as study_module
+from compkit.tuning.study import default_study_name, read_tuned, storage_url, tune_model
 from compkit.tuning.tuned import TunedModel, load_tuned
 from compkit.workspace import Workspace
 
@@ -100,8 +102,9 @@ def test_rerun_adds_trials_to_the_same_sqlite_study(embedded):
 def test_two_processes_tuning_one_study_lose_no_trial(embedded, tmp_path):
     folder, config, workspace = embedded
     tune_model(config, workspace, config.model("tfidf-word"), trials=1)  # neighbours cached before the race
+    workspace.study_storage.unlink()  # and the study database created by it, as on a fresh workspace
     command = [sys.executable, "-m", "compkit.cli", "tune-threshold", "-c", str(folder), "--model", "tfidf-word",
-               "--trials", "15", "--workspace", str(tmp_path / "work")]
+               "--trials", "15", "--force", "--workspace", str(tmp_path / "work")]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for worker in workers:
         _, error = worker.communicate(timeout=300)
@@ -109,7 +112,67 @@ def test_two_processes_tuning_one_study_lose_no_trial(embedded, tmp_path):
     study = optuna.load_study(study_name=default_study_name(config, config.model("tfidf-word"), "all"),
                               storage=f"sqlite:///{workspace.study_storage}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 31
+    assert len(complete) == 30
+
+
+RACE_TO_CREATE = """
+import pathlib, sys, time
+from compkit.tuning.study import open_study
+import optuna, sqlalchemy  # imported before the start, so the processes race on the storage alone
+
+url, ready, go = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+ready.touch()
+while not go.exists():
+    time.sleep(0.005)
+open_study(url, "race", seed=0).optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)
+"""
+
+
+def test_processes_racing_to_create_a_fresh_sqlite_storage_all_succeed(tmp_path):
+    for attempt in range(3):
+        url, go = f"sqlite:///{tmp_path / f'fresh{attempt}.sqlite3'}", tmp_path / f"go{attempt}"
+        ready = [tmp_path / f"ready{attempt}-{worker}" for worker in range(2)]
+        workers = [subprocess.Popen([sys.executable, "-c", RACE_TO_CREATE, url, str(flag), str(go)],
+                                    stderr=subprocess.PIPE, text=True) for flag in ready]
+        while not all(flag.exists() for flag in ready):
+            time.sleep(0.01)
+        go.touch()
+        for worker in workers:
+            _, error = worker.communicate(timeout=120)
+            assert worker.returncode == 0, error
+        states = [trial.state for trial in optuna.load_study(study_name="race", storage=url).trials]
+        assert states == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+KILLED_MID_TRIAL = """
+import os, signal, sys, time
+from compkit.tuning.study import open_study
+
+def killed(trial):
+    time.sleep(1)  # long enough for the trial's first heartbeat
+    os.kill(os.getpid(), signal.SIGKILL)
+
+open_study(sys.argv[1], sys.argv[2], seed=0).optimize(killed, n_trials=1)
+"""
+
+
+def test_a_trial_killed_mid_study_is_failed_retried_and_not_counted(embedded, monkeypatch):
+    _, config, workspace = embedded
+    model = config.model("phash")
+    tune_model(config, workspace, model, trials=2)
+    url, name = storage_url(workspace, None), default_study_name(config, model, "all")
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_TRIAL, url, name], timeout=120)
+    assert killed.returncode == -9
+    assert optuna.load_study(study_name=name, storage=url).trials[-1].state == optuna.trial.TrialState.RUNNING
+    monkeypatch.setattr(study_module, "HEARTBEAT_GRACE_S", 1)
+    time.sleep(2.5)  # SQLite keeps heartbeats to the second
+
+    result = tune_model(config, workspace, model, trials=3)
+
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [trial.state.name for trial in trials] == ["COMPLETE"] * 2 + ["FAIL"] + ["COMPLETE"] * 3
+    assert trials[3].system_attrs["failed_trial"] == 2  # the killed trial was run again
+    assert result.n_trials == 5 and load_tuned(result.path).n_trials == 5
 
 
 def test_predict_refuses_untuned_then_writes_valid_csvs(embedded):

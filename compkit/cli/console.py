@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -59,12 +60,34 @@ def handle_errors(command: F, *, flags: dict[str, str] | None = None) -> F:
             fail("interrupted; finished artifacts are kept and the next run resumes", code=130)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except OSError as error:
+            if os.environ.get("COMPKIT_DEBUG") or error.errno not in MACHINE_FAULTS:
+                raise
+            fail(machine_fault(error))
         except Exception as error:
             if os.environ.get("COMPKIT_DEBUG"):
                 raise
             fail(f"unexpected {type(error).__name__}: {error} (set COMPKIT_DEBUG=1 for the traceback)")
 
     return wrapper  # type: ignore[return-value]
+
+
+MACHINE_FAULTS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "file too large (a file size limit or the filesystem's)",
+    errno.EROFS: "the filesystem is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+}
+
+
+def machine_fault(error: OSError) -> str:
+    """Return one line for an OSError of the machine (full disk, read-only, permissions): the path and the fault."""
+    where = error.filename if error.filename is not None else "a file"
+    return f"cannot write or read {where}: {MACHINE_FAULTS[error.errno]} (no artifact was left half-written)"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,4 +1,4 @@
-"""Commands that set a competition up: competitions, init, fetch, folds, status."""
+"""Commands that set a competition up: competitions, init, fetch, check, folds, status."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
+from compkit.cli.console import RichProgress, fail, handle_errors, stderr, stdout
 from compkit.cli.options import Competition, Force, WorkspaceBase
 from compkit.config import available_competitions, load_config, resolve_config_path
-from compkit.errors import CompkitError
+from compkit.errors import CompkitError, ConfigError
 from compkit.scaffold import init_competition
 from compkit.workspace import Workspace
 
@@ -24,19 +24,36 @@ def register(app: typer.Typer) -> None:
     app.command("competitions")(handle_errors(competitions))
     app.command("init")(handle_errors(init))
     app.command("fetch")(handle_errors(fetch))
+    app.command("check")(handle_errors(check))
     app.command("folds")(handle_errors(folds))
     app.command("status")(handle_errors(status))
 
 
 def competitions() -> None:
-    """List the competitions compkit can find (./competitions first, then the shipped ones)."""
+    """List the competitions compkit can find (./competitions first, then the shipped ones).
+
+    A config that does not load is named on stderr, one line each, and the others are listed; the exit code
+    is 1 only when configs were found and none of them loads.
+    """
 
     table = Table("slug", "task", "source", "config")
-    for slug in available_competitions():
+    slugs, broken = available_competitions(), []
+    for slug in slugs:
         path = resolve_config_path(slug)
-        config = load_config(str(path))
+        try:
+            config = load_config(str(path))
+        except ConfigError as error:
+            broken.append(str(error))
+            continue
+        except UnicodeDecodeError:
+            broken.append(f"{path}: not UTF-8 text")
+            continue
         table.add_row(slug, config.task, config.source, str(path))
     stdout.print(table)
+    for problem in broken:
+        stderr.print(f"[red]broken:[/] {escape(problem)}", highlight=False)
+    if slugs and len(broken) == len(slugs):
+        fail(f"none of the {len(slugs)} competition configs found loads")
 
 
 def init(
@@ -72,6 +89,17 @@ def fetch(
     stdout.print(str(result.data_dir), highlight=False)
 
 
+def check(competition: Competition, workspace: WorkspaceBase = None) -> None:
+    """Check the fetched tables and images against the config, as fetch does before swapping data in."""
+    from compkit.data.checks import check_data
+
+    config = load_config(competition)
+    space = Workspace.for_competition(config.slug, workspace)
+    with RichProgress() as progress:
+        result = check_data(config, space.data_dir, progress=progress)
+    stdout.print(result.message, highlight=False)
+
+
 def folds(
     competition: Competition,
     n_splits: Annotated[int | None, typer.Option("--n-splits", help="Number of folds.")] = None,
@@ -79,16 +107,17 @@ def folds(
         str | None, typer.Option("--strategy", help="stratified, group or stratified-group.")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the split.")] = None,
+    force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
-    """Assign every training row to a fold and print the fold sizes."""
+    """Assign every training row to a fold and print the fold sizes (fresh folds are kept, unless --force)."""
     from compkit.data.folds import build_folds
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = build_folds(config, space, n_splits=n_splits, strategy=strategy, seed=seed)
+        result = build_folds(config, space, n_splits=n_splits, strategy=strategy, seed=seed, force=force)
     for warning in caught:
         stderr.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
     summary = result.summary
@@ -99,23 +128,36 @@ def folds(
     if config.task == "identify":
         target = "" if result.unseen_fraction is None else f" (folds.unseen_fraction {result.unseen_fraction:.1%})"
         stderr.print(f"new_individual OOF queries: {result.unseen_share:.1%} of rows{target}", highlight=False)
+    if not result.written:
+        stderr.print("folds already fresh: nothing written (use --force to write them again)", highlight=False)
     stdout.print(str(result.path), highlight=False)
 
 
-def status(competition: Competition, workspace: WorkspaceBase = None) -> None:
-    """Show each stage's artifacts: fresh, stale, present (not judged) or missing."""
+def status(
+    competition: Competition,
+    workspace: WorkspaceBase = None,
+    verify: bool = typer.Option(False, "--verify", help="Also hash every artifact's files against its manifest "
+                                "(reads them all); exit 1 when one is damaged."),
+) -> None:
+    """Show each stage's artifacts: fresh, stale, damaged, present (not judged) or missing."""
     from compkit.status import stage_statuses
 
     config = load_config(competition)
     space = Workspace.for_competition(config.slug, workspace)
     table = Table("stage", "state", "artifact", "detail", title=f"{config.slug} ({space.root})")
-    for entry in stage_statuses(config, space):
+    entries = stage_statuses(config, space, verify=verify)
+    for entry in entries:
         style = STATE_STYLES[entry.state]
         artifact = entry.artifact
         relative = artifact.relative_to(space.root) if artifact.is_relative_to(space.root) else artifact
         table.add_row(entry.stage, f"[{style}]{entry.state}[/]", str(relative), entry.detail)
     stdout.print(table)
     _warn_on_rankings(config, space)
+    damaged = [entry.stage for entry in entries if entry.state == "damaged"]
+    if verify and damaged:
+        stderr.print(f"[red]error:[/] {len(damaged)} stages have damaged artifacts ({escape(', '.join(damaged))}); "
+                     f"compkit run -c {config.slug} --verify remakes them", highlight=False)
+        raise typer.Exit(1)
 
 
 def _warn_on_rankings(config, space: Workspace) -> None:

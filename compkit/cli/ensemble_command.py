@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, WorkspaceBase
+from compkit.cli.options import Competition, Force, WorkspaceBase
 from compkit.config import load_config
 from compkit.errors import ParameterError
 from compkit.workspace import Workspace
@@ -51,6 +51,7 @@ def ensemble(
         typer.Option("--model", help="concat/score: a model to combine (repeat; default: every embedding model)."),
     ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the ensemble.")] = None,
+    force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Combine submission CSVs (validated first) into one, by weighted votes or reciprocal ranks.
@@ -65,7 +66,7 @@ def ensemble(
     with RichProgress() as progress:
         made = make_ensemble(config, space, csvs, method=method, weights=_parse_weights(weights),
                              vote_threshold=vote_threshold, tune=tune, select=select, trials=trials, rounds=rounds,
-                             members=model, output=output, progress=progress)
+                             members=model, output=output, force=force, progress=progress)
     if made.embedding is not None:
         tuned = made.embedding.tuned
         stderr.print(escape(f"{made.method} of {', '.join(made.models)}: OOF {tuned.oof_score:.6f} (default "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
@@ -30,6 +31,8 @@ def run(
     wait: Wait = False,
     timeout: WaitTimeout = 900.0,
     knn: Knn = None,
+    verify: Annotated[bool, typer.Option("--verify", help="First hash every artifact against its manifest and "
+                                         "remake those whose files changed.")] = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores.
@@ -42,9 +45,12 @@ def run(
     space = Workspace.for_competition(config.slug, workspace)
     with RichProgress() as progress:
         report = run_pipeline(
-            config, space, trials=trials, device=device, jobs=jobs, progress=progress,
+            config, space, trials=trials, device=device, jobs=jobs, verify=verify, progress=progress,
             on_stage=lambda stage, outcome: progress.log(f"[bold]{stage}[/]: {outcome}"),
         )
+    for path, reason in report.set_aside:
+        stderr.print(f"[yellow]damaged:[/] {escape(reason)}; set aside as {escape(path.name)} and made again",
+                     highlight=False)
     table = Table("model", "OOF score (tuned)", "test score", title=f"{config.slug}: scores")
     for name, score in report.oof_scores.items():
         if name != "ensemble":

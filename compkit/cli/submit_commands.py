@@ -16,7 +16,7 @@ from compkit.config import load_config, resolve_config_path
 from compkit.workspace import Workspace
 
 STATUS_STYLES = {"complete": "green", "pending": "yellow", "uploading": "yellow", "pushed": "cyan",
-                 "error": "red", "failed": "red", "interrupted": "red"}
+                 "error": "red", "failed": "red", "interrupted": "red", "unknown": "red"}
 
 Message = Annotated[
     str | None, typer.Option("-m", "--message", help="Submission description (default: what it is and its CV).")
@@ -106,7 +106,8 @@ def submit_file(config, space: Workspace, *, file: Path | None, message: str | N
 def submissions(
     competition: Competition,
     refresh: Annotated[
-        bool, typer.Option("--refresh", help="Ask Kaggle for the scores of pending submissions first.")
+        bool, typer.Option("--refresh", help="Ask Kaggle for the scores of pending submissions, and what became "
+                                             "of uploads a killed submit left, first.")
     ] = False,
     as_json: AsJson = False,
     workspace: WorkspaceBase = None,

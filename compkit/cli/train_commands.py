@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Knn, WorkspaceBase
+from compkit.cli.options import Competition, Force, Knn, WorkspaceBase
 from compkit.config import load_config, with_knn_backend
 from compkit.workspace import Workspace
 
@@ -31,10 +31,12 @@ def train(
     backend: Annotated[str, typer.Option("--backend", help="joblib backend: loky (local) or dask.")] = "loky",
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address.")] = None,
     knn: Knn = None,
+    force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Train every model on the other folds, score the held-out fold, and cache OOF and test embeddings."""
-    _run(competition, fold, model, jobs, device, backend, scheduler, workspace, embed_only=False, knn=knn)
+    _run(competition, fold, model, jobs, device, backend, scheduler, workspace, embed_only=False, knn=knn,
+         force=force)
 
 
 def embed(
@@ -42,14 +44,15 @@ def embed(
     fold: FoldChoice = "all",
     model: ModelNames = None,
     device: Device = "auto",
+    force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Rebuild OOF and test embeddings from the trained checkpoints alone (no training)."""
-    _run(competition, fold, model, 1, device, "loky", None, workspace, embed_only=True)
+    _run(competition, fold, model, 1, device, "loky", None, workspace, embed_only=True, force=force)
 
 
 def _run(competition, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool,
-         knn: str | None = None) -> None:
+         knn: str | None = None, force: bool = False) -> None:
     from compkit.embeddings.runner import parse_folds, run_models
 
     config = with_knn_backend(load_config(competition), knn)
@@ -58,7 +61,7 @@ def _run(competition, fold, models, jobs, device, backend, scheduler, workspace,
     with RichProgress() as progress:
         outcomes = run_models(
             config, space, folds=folds, models=models, jobs=jobs, device=device, backend=backend,
-            scheduler=scheduler, embed_only=embed_only, progress=progress,
+            scheduler=scheduler, embed_only=embed_only, force=force, progress=progress,
         )
     table = Table("model", "fold", "training", "best epoch", "held-out score", "threshold", "embeddings",
                   title=f"{config.slug}: {'embed' if embed_only else 'train'}")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Knn, WorkspaceBase
+from compkit.cli.options import Competition, Force, Knn, WorkspaceBase
 from compkit.config import load_config, with_knn_backend
 from compkit.workspace import Workspace
 
@@ -37,9 +37,14 @@ def tune_threshold(
     ] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
     knn: Knn = None,
+    force: Annotated[bool, typer.Option("--force", help="Add the trials even to a model whose parameters are "
+                                        "fresh (tuned on these neighbours).")] = False,
     workspace: WorkspaceBase = None,
 ) -> None:
-    """Tune each model's post-processing on its OOF neighbours with Optuna; write the best parameters."""
+    """Tune each model's post-processing on its OOF neighbours with Optuna; write the best parameters.
+
+    A model whose parameters are fresh is kept as it is unless --force.
+    """
     from compkit.tuning.study import tune_model
 
     config = with_knn_backend(load_config(competition), knn)
@@ -51,17 +56,22 @@ def tune_threshold(
     with RichProgress() as progress:
         for entry in models:
             results.append(tune_model(config, space, entry, trials=trials, storage=storage, study_name=study,
-                                      candidates=candidates, seed=seed, progress=progress))
+                                      candidates=candidates, seed=seed, skip_fresh=not force, progress=progress))
     for result in results:
         other = "-" if result.other_candidates_score is None else f"{result.other_candidates_score:.4f}"
         table.add_row(result.model, f"{result.oof_score:.4f}", f"{result.default_score:.4f}", other,
-                      json.dumps({k: round(v, 4) for k, v in result.params.items()}), str(result.n_trials))
+                      json.dumps({k: round(v, 4) for k, v in result.params.items()}),
+                      f"{result.n_trials} (fresh, kept)" if result.skipped else str(result.n_trials))
     stdout.print(table)
     stderr.print(f"parameters and plots in {space.tuning_dir}", highlight=False)
 
 
 def predict(
-    competition: Competition, model: ModelNames = None, knn: Knn = None, workspace: WorkspaceBase = None
+    competition: Competition,
+    model: ModelNames = None,
+    knn: Knn = None,
+    force: Force = False,
+    workspace: WorkspaceBase = None,
 ) -> None:
     """Write submissions/<model>.csv (test) and oof/<model>.csv with each model's tuned parameters."""
     from compkit.predict import predict_model
@@ -69,8 +79,9 @@ def predict(
     config = with_knn_backend(load_config(competition), knn)
     space = Workspace.for_competition(config.slug, workspace)
     models = [config.model(name) for name in model] if model else list(config.models)
-    table = Table("model", "submission", "test rows", "oof rows", title=f"{config.slug}: predictions")
+    table = Table("model", "submission", "test rows", "oof rows", "", title=f"{config.slug}: predictions")
     for entry in models:
-        result = predict_model(config, space, entry)
-        table.add_row(result.model, str(result.submission), str(result.test_rows), str(result.oof_rows))
+        result = predict_model(config, space, entry, force=force)
+        table.add_row(result.model, str(result.submission), str(result.test_rows), str(result.oof_rows),
+                      "fresh, kept" if result.skipped else "written")
     stdout.print(table)

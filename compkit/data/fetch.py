@@ -10,20 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from compkit.config import CompetitionConfig
+from compkit.data.checks import check_data
 from compkit.data.sources import DataSource, human_size
 from compkit.data.sources.kaggle import KaggleSource
 from compkit.data.sources.local import LocalSource
 from compkit.data.tables import data_inputs
 from compkit.errors import ConfigError, DataError
 from compkit.kaggle_client import RetryPolicy
+from compkit.locking import exclusive_lock
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.workspace import (
     FETCH_SCRATCH_PREFIX,
     Workspace,
     is_fresh,
+    manifest_path,
+    naming_path,
     read_manifest,
     remove_path,
     replace_directory,
+    temp_siblings,
     write_manifest,
 )
 
@@ -52,16 +57,27 @@ def fetch_competition(
 ) -> FetchResult:
     """Return what was fetched into `workspace.data_dir`; on any failure data/ is left as it was.
 
-    The files are written to a staging folder beside data/, checked against the config's expected files,
-    then swapped in with their manifest. Unless `force`, nothing is fetched when the manifest says the data
-    came from the same origin (same Kaggle file listing, same local files, same synthetic settings) and the
-    files on disk still match it.
+    The files are written to a staging folder beside data/, checked against the config (expected files, then
+    compkit.data.checks: columns, ids, labels, images), then swapped in with their manifest. Unless `force`,
+    nothing is fetched when the manifest says the data came from the same origin (same Kaggle file listing,
+    same local files, same synthetic settings) and the files on disk still match it. One fetch runs at a time
+    per workspace (CompkitError naming the other's pid); it first removes what a killed fetch left behind.
     """
     name = source or config.source
     if path is not None and name != "local":
         raise ConfigError(f"--path is for --source local; {config.slug} would fetch from {name}")
     data_source = make_source(name, config, path=path, retry=retry, progress=progress)
     origin = data_source.origin()
+    with exclusive_lock(workspace.stage_lock("fetch"), holder="compkit fetch"):
+        _remove_abandoned_scratch(workspace)
+        return _fetch_unless_intact(config, workspace, data_source, name, origin, force=force, progress=progress)
+
+
+def _fetch_unless_intact(
+    config: CompetitionConfig, workspace: Workspace, data_source: DataSource, name: str, origin: dict[str, Any],
+    *, force: bool, progress: Progress,
+) -> FetchResult:
+    """Return what was fetched, unless data/ is already intact (the caller holds the fetch lock)."""
     data_dir = workspace.data_dir
     if not force and is_intact(config, workspace, source=name, origin=origin):
         manifest = read_manifest(data_dir) or {}
@@ -72,19 +88,19 @@ def fetch_competition(
         )
         return FetchResult(name, skipped=True, n_files=n_files, n_bytes=n_bytes, data_dir=data_dir, message=message)
 
-    workspace.root.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_scratch(workspace.root)
     scratch = workspace.fetch_scratch(uuid.uuid4().hex[:12])
     staging = Workspace(scratch).data_dir
     try:
-        staging.mkdir(parents=True)
-        data_source.fill(staging, scratch / "download", progress)
-        _hoist_single_folder(staging, config)
-        check_expected_files(config, staging, data_source.description)
-        inputs = data_inputs(config, Workspace(scratch))
-        n_files, n_bytes = _count_files(staging)
-        replace_directory(staging, data_dir)
-        write_manifest(data_dir, inputs, source=name, origin=origin, n_files=n_files, n_bytes=n_bytes)
+        with naming_path(scratch):
+            staging.mkdir(parents=True)
+            data_source.fill(staging, scratch / "download", progress)
+            _hoist_single_folder(staging, config)
+            check_expected_files(config, staging, data_source.description)
+            check_data(config, staging, where=data_source.description, progress=progress)
+            inputs = data_inputs(config, Workspace(scratch))
+            n_files, n_bytes = _count_files(staging)
+            replace_directory(staging, data_dir)
+            write_manifest(data_dir, inputs, source=name, origin=origin, n_files=n_files, n_bytes=n_bytes)
     finally:
         remove_path(scratch)
     message = f"{config.slug}: fetched {n_files:,} files ({human_size(n_bytes)}) from {data_source.description}"
@@ -207,8 +223,13 @@ def _count_files(folder: Path) -> tuple[int, int]:
     return n_files, n_bytes
 
 
-def _remove_abandoned_scratch(root: Path) -> None:
-    """Remove scratch folders left by a fetch that was killed before it could clean up."""
-    for leftover in root.glob(f"{FETCH_SCRATCH_PREFIX}*"):
-        if leftover.is_dir():
-            remove_path(leftover)
+def _remove_abandoned_scratch(workspace: Workspace) -> None:
+    """Remove what a killed fetch left: its scratch folders and the old data/ (or manifest) it was replacing.
+
+    Called under the fetch lock, so no running fetch owns them.
+    """
+    data_dir = workspace.data_dir
+    leftovers = [*workspace.root.glob(f"{FETCH_SCRATCH_PREFIX}*"), *temp_siblings(data_dir),
+                 *temp_siblings(manifest_path(data_dir))]
+    for leftover in leftovers:
+        remove_path(leftover)

@@ -41,6 +41,7 @@ import pandas as pd
 from compkit.config import CompetitionConfig, FoldSettings, FoldStrategy
 from compkit.data.tables import load_train, read_table
 from compkit.errors import ConfigError, DataError, StaleArtifactError
+from compkit.locking import exclusive_lock
 from compkit.workspace import Workspace, file_sha256, is_fresh, read_manifest, write_csv, write_manifest
 
 STRATEGIES: tuple[str, ...] = get_args(FoldStrategy)
@@ -58,6 +59,7 @@ class FoldsResult:
     folds: pd.DataFrame
     summary: pd.DataFrame
     unseen_fraction: float | None = None
+    written: bool = True  # False: folds.csv was fresh and was read back
 
     @property
     def unseen_share(self) -> float:
@@ -316,9 +318,24 @@ def build_folds(
     n_splits: int | None = None,
     strategy: str | None = None,
     seed: int | None = None,
+    force: bool = False,
 ) -> FoldsResult:
-    """Return the folds of the training table, written to workspace.folds_path with its manifest."""
+    """Return the folds of the training table, written to workspace.folds_path with its manifest.
+
+    Folds already made from this table with these settings are read back, not written again, unless `force`.
+    One `build_folds` runs at a time per workspace (CompkitError naming the other's pid), so folds.csv and its
+    manifest always come from the same run.
+    """
     settings = fold_settings(config, n_splits=n_splits, strategy=strategy, seed=seed)
+    with exclusive_lock(workspace.stage_lock("folds"), holder="compkit folds"):
+        if not force and is_fresh(workspace.folds_path, folds_inputs(config, workspace, settings)):
+            folds = load_folds(config, workspace)
+            return _result(workspace, settings, folds, config.columns.label, written=False)
+        return _build_folds(config, workspace, settings)
+
+
+def _build_folds(config: CompetitionConfig, workspace: Workspace, settings: FoldSettings) -> FoldsResult:
+    """Return the folds made with `settings`, written with their manifest (the caller holds the folds lock)."""
     train = load_train(config, workspace)
     id_column, label_column = config.columns.id, config.columns.label
     stratify_by, group_by = _split_columns(config, settings)
@@ -337,6 +354,11 @@ def build_folds(
     folds = pd.DataFrame({id_column: train[id_column], label_column: train[label_column], FOLD_COLUMN: fold})
     write_csv(workspace.folds_path, folds)
     write_manifest(workspace.folds_path, folds_inputs(config, workspace, settings), rows=len(folds))
+    return _result(workspace, settings, folds, label_column, written=True)
+
+
+def _result(workspace: Workspace, settings: FoldSettings, folds: pd.DataFrame, label_column: str, *,
+            written: bool) -> FoldsResult:
     return FoldsResult(
         path=workspace.folds_path,
         strategy=settings.strategy,
@@ -345,6 +367,7 @@ def build_folds(
         folds=folds,
         summary=summarize_folds(folds, label_column=label_column),
         unseen_fraction=settings.unseen_fraction,
+        written=written,
     )
 
 

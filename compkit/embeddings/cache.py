@@ -11,6 +11,7 @@ Test embeddings of the fold models are combined on load (mean, renormalised; TF-
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import scipy.sparse as sp
 
 from compkit.config import NEURAL_KINDS, CompetitionConfig, ModelConfig, is_trained
 from compkit.data.tables import load_test
-from compkit.errors import StaleArtifactError
+from compkit.errors import DamagedArtifact, StaleArtifactError
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.schema import to_plain
 from compkit.training.rows import fold_rows, upstream_fingerprint
@@ -148,8 +149,8 @@ def load_centres(config, model, fold: int, workspace: Workspace) -> tuple[np.nda
     stem = workspace.embedding_file(model.name, fold, "centres")
     if not _npy(stem).is_file():
         return None
-    labels = np.load(_npy(workspace.embedding_file(model.name, fold, "centre_labels")))
-    return labels, np.load(_npy(stem))
+    labels = _load_matrix(workspace.embedding_file(model.name, fold, "centre_labels"), mmap=False)
+    return labels, _load_matrix(stem, mmap=False)
 
 
 def _tfidf_embeddings(config, model, rows, test):
@@ -180,9 +181,13 @@ def _save_matrix(stem: Path, matrix, dtype: str) -> None:
 
 
 def _load_matrix(stem: Path, *, mmap: bool = True):
-    if stem.with_suffix(".npz").is_file():
-        return sp.load_npz(stem.with_suffix(".npz")).tocsr()
-    return np.load(stem.with_suffix(".npy"), mmap_mode="r" if mmap else None)
+    path = stem.with_suffix(".npz") if stem.with_suffix(".npz").is_file() else stem.with_suffix(".npy")
+    try:
+        if path.suffix == ".npz":
+            return sp.load_npz(path).tocsr()
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise DamagedArtifact(path, f"unreadable ({str(error)[:100]}); compkit run --verify makes it again") from None
 
 
 def _require_fresh(config, model, fold, workspace) -> Path:
@@ -198,7 +203,7 @@ def load_fold_embeddings(config, model, fold: int, workspace: Workspace):
     """Return (ids, oof matrix, test matrix) of one fold, memory-mapped where dense."""
     _require_fresh(config, model, fold, workspace)
     files = {part: workspace.embedding_file(model.name, fold, part) for part in ("oof_ids", "oof", "test")}
-    return np.load(_npy(files["oof_ids"])), _load_matrix(files["oof"]), _load_matrix(files["test"])
+    return _load_matrix(files["oof_ids"], mmap=False), _load_matrix(files["oof"]), _load_matrix(files["test"])
 
 
 def load_gallery(config, model, fold: int, workspace: Workspace) -> np.ndarray:

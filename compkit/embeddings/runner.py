@@ -45,9 +45,10 @@ def run_model_fold(
     device: str = "auto",
     threads: int | None = None,
     embed_only: bool = False,
+    force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> TaskOutcome:
-    """Train (unless it is a matcher, or embed_only) then embed one model on one fold."""
+    """Train (unless it is a matcher, or embed_only) then embed one model on one fold; `force`: even when fresh."""
     if threads:
         import torch
 
@@ -55,8 +56,8 @@ def run_model_fold(
     model = config.model(model_name)
     trained = None
     if is_trained(model) and not embed_only:
-        trained = train_model_fold(config, model, fold, workspace, device=device, progress=progress)
-    embedded = embed_model_fold(config, model, fold, workspace, device=device, progress=progress)
+        trained = train_model_fold(config, model, fold, workspace, device=device, force=force, progress=progress)
+    embedded = embed_model_fold(config, model, fold, workspace, device=device, force=force, progress=progress)
     return TaskOutcome(model.name, fold, trained, embedded)
 
 
@@ -71,9 +72,13 @@ def run_models(
     backend: str = "loky",
     scheduler: str | None = None,
     embed_only: bool = False,
+    force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> list[TaskOutcome]:
-    """Return the outcome of every (model, fold) task, run with `jobs` workers of the joblib `backend`."""
+    """Return the outcome of every (model, fold) task, run with `jobs` workers of the joblib `backend`.
+
+    Fresh tasks are skipped unless `force`, which trains (unless embed_only) and embeds them again.
+    """
     selected = [config.model(name) for name in models] if models else list(config.embedding_models)
     combined = next((model for model in selected if model.kind in COMBINED_KINDS), None)
     if combined is not None:
@@ -90,11 +95,12 @@ def run_models(
         outcomes = []
         for name, fold in tasks:
             outcomes.append(
-                run_model_fold(config, name, fold, workspace, device=device, embed_only=embed_only, progress=progress)
+                run_model_fold(config, name, fold, workspace, device=device, embed_only=embed_only, force=force,
+                               progress=progress)
             )
             overall.advance(1)
         return outcomes
-    return _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, overall)
+    return _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, force, overall)
 
 
 def _check_backbones(config: CompetitionConfig, models) -> None:
@@ -111,7 +117,7 @@ def _check_backbones(config: CompetitionConfig, models) -> None:
                               "is not a timm model (see timm.list_models())")
 
 
-def _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, overall):
+def _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, force, overall):
     from joblib import Parallel, delayed, parallel_config
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -123,7 +129,7 @@ def _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, em
         with parallel_config(backend=backend, n_jobs=jobs, inner_max_num_threads=inner_threads):
             results = Parallel(return_as="generator_unordered")(
                 delayed(run_model_fold)(
-                    config, name, fold, workspace, device=device, threads=threads, embed_only=embed_only
+                    config, name, fold, workspace, device=device, threads=threads, embed_only=embed_only, force=force
                 )
                 for name, fold in tasks
             )

@@ -146,9 +146,10 @@ def write_final_csv(
     rounds: int = 25,
     seed: int = 0,
     storage: str | None = None,
+    force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> FinalCSV:
-    """Return the final CSV, writing it only when it is not fresh: the tuned ensemble of `models`' test CSVs.
+    """Return the final CSV, writing it only when it is not fresh (or `force`): the tuned ensemble of `models`' CSVs.
 
     `models` defaults to every model of the config; a single model's CSV is returned as it is. The tuned
     ensemble is reused while fresh (however it was tuned) and tuned with `select` otherwise; `retune` tunes
@@ -167,7 +168,7 @@ def write_final_csv(
         tuned, tuned_reused = fresh_or_tuned(config, workspace, names, select=select, **options)
     target = workspace.submission_csv(ENSEMBLE)
     paths = [workspace.submission_csv(name) for name in names]
-    reused = not _changed_since_written(workspace, target) and _made_by(workspace, target, names, tuned)
+    reused = not force and not _changed_since_written(workspace, target) and _made_by(workspace, target, names, tuned)
     if not reused:
         result = ensemble(config, paths, expected_ids=_test_ids(config, workspace), **tuned.ensemble_options())
         write_ensemble(target, result, paths, workspace=workspace, weights_from="tuned")
@@ -189,9 +190,12 @@ def make_ensemble(
     rounds: int = 25,
     members: Sequence[str] | None = None,
     output: Path | None = None,
+    force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> FinalCSV:
     """Return the CSV `compkit ensemble` makes (default: the final CSV, submissions/ensemble.csv).
+
+    A fresh final CSV is kept, unless `force`; a CSV of given weights or CSVs is always written.
 
     - method concat|score: the embedding-level ensemble of `members` (tuned and predicted like a model).
     - `tune`: the tuned ensemble of the models' own CSVs, tuned again first (the better result is kept).
@@ -221,7 +225,7 @@ def make_ensemble(
         names = _model_names(config, workspace)
         if output is None:
             return write_final_csv(config, workspace, select=select, retune=True, models=names, trials=trials,
-                                   rounds=rounds, progress=progress)
+                                   rounds=rounds, force=force, progress=progress)
         tuned = tune_ensemble(config, workspace, names, select=select, trials=trials, rounds=rounds,
                               progress=progress)
         return _combine(config, workspace, names, None, tuned, output)
@@ -230,7 +234,7 @@ def make_ensemble(
     if not csvs and weights is None and vote_threshold is None and tunable:
         tuned = read_tuned_ensemble(config, workspace, names)
         if tuned is not None and output is None:
-            return write_final_csv(config, workspace, models=names)
+            return write_final_csv(config, workspace, models=names, force=force)
     given = {"method": method, "weights": None if weights is None else list(weights)}
     if vote_threshold is not None:
         given["vote_threshold"] = vote_threshold

@@ -9,6 +9,8 @@ demand. Concat models also fill in the similarities a member did not list (see `
 
 from __future__ import annotations
 
+import contextlib
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,7 +73,8 @@ def oof_candidates(
     path = workspace.candidates_cache(model.name, candidates)
     inputs = combined_inputs(config, model, workspace, candidates)
     if is_fresh(path, inputs):
-        return _load(path, candidates)
+        with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):  # damaged: made again
+            return _load(path, candidates)
     neighbors = _compute(config, model, workspace, candidates)
     arrays = {"ids": neighbors.ids, "labels": neighbors.labels, "folds": neighbors.folds,
               "indices": neighbors.table.indices, "similarities": neighbors.table.similarities,

@@ -7,6 +7,8 @@ manifest's inputs (every fold's embeddings, the candidate set, the depth, the bl
 
 from __future__ import annotations
 
+import contextlib
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +71,8 @@ def oof_neighbors(
     path = workspace.neighbors_cache(model.name, candidates)
     inputs = single_inputs(config, model, workspace, candidates)
     if is_fresh(path, inputs):
-        return _load(path, candidates)
+        with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):  # damaged: made again
+            return _load(path, candidates)
     neighbors = _compute(config, model, workspace, candidates)
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **{k: v for k, v in neighbors.__dict__.items() if isinstance(v, np.ndarray)})

@@ -1,8 +1,9 @@
 """The submission ledger: one CSV row per attempt to submit (failures included), in the workspace.
 
 A row is written before anything goes over the network (status `uploading`) and updated as the attempt
-goes on, so an interrupted or failed submission still leaves its row. Every change rewrites the whole file
-atomically while holding a lock beside it, so two compkit processes never drop each other's rows.
+goes on, so an interrupted or failed submission still leaves its row (one that a killed submit left
+`uploading` is settled by `compkit submissions --refresh`). Every change rewrites the whole file atomically
+while holding a lock beside it, so two compkit processes never drop each other's rows.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ COLUMNS = (
 )
 # uploading: written before the upload; pending: Kaggle accepted it and is scoring; complete / error: Kaggle's
 # verdict; failed: Kaggle did not take it (refused, unreachable); interrupted: stopped mid-upload, outcome
-# unknown; pushed: a kernel was pushed (its score comes from Kaggle's page once submitted there).
-STATUSES = ("uploading", "pending", "complete", "error", "failed", "interrupted", "pushed")
+# unknown; pushed: a kernel was pushed (its score comes from Kaggle's page once submitted there); unknown: left
+# uploading by a submit that died, and not in Kaggle's list of submissions when the ledger was refreshed.
+STATUSES = ("uploading", "pending", "complete", "error", "failed", "interrupted", "pushed", "unknown")
 
 
 def read_ledger(workspace: Workspace) -> pd.DataFrame:
@@ -87,11 +89,31 @@ def _cell(value: object) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the lock file `path`."""
+def submitting(workspace: Workspace) -> Iterator[None]:
+    """Hold the submit lock (shared) while a submit's row may be `uploading`: refresh leaves such rows alone."""
+    with _locked(workspace.submit_lock, fcntl.LOCK_SH):
+        yield
+
+
+def abandoned_uploads(workspace: Workspace) -> pd.DataFrame | None:
+    """Return the `uploading` file rows whose submit died (kill -9, a lost machine); None while a submit runs."""
+    if not workspace.ledger_path.is_file():
+        return read_ledger(workspace)
+    with open(workspace.submit_lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # any uploading row may be that submit's own
+            return None
+        ledger = read_ledger(workspace)
+    return ledger[(ledger["status"] == "uploading") & (ledger["kind"] == "file")]
+
+
+@contextlib.contextmanager
+def _locked(path: Path, operation: int = fcntl.LOCK_EX) -> Iterator[None]:
+    """Hold a lock (exclusive unless `operation` says LOCK_SH) on the lock file `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, operation)
         try:
             yield
         finally:

@@ -12,8 +12,11 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from compkit.config import CompetitionConfig
 from compkit.data.tables import load_test
@@ -23,12 +26,14 @@ from compkit.errors import ConfigError, DataError, KaggleError, StaleArtifactErr
 from compkit.kaggle_client import KaggleConnection, RetryPolicy, TransientKaggleFailure, connect
 from compkit.predict import prediction_inputs
 from compkit.submission import load_submission
-from compkit.submit.ledger import add_row, read_ledger, update_row
+from compkit.submit.ledger import abandoned_uploads, add_row, read_ledger, submitting, update_row
 from compkit.tuning.tuned import load_tuned
 from compkit.workspace import Workspace, file_sha256, is_fresh
 
 LIST_PAGE_SIZE = 20
 MAX_LIST_PAGES = 10  # a pending submission is among the newest; older rows are looked up this far back
+# When Kaggle may have dated an upload, from its ledger row's time (written just before it; clocks differ).
+UPLOAD_MATCH_WINDOW = (timedelta(minutes=-5), timedelta(hours=1))
 
 
 @dataclass(frozen=True)
@@ -162,21 +167,22 @@ def submit(
     log: Callable[[str], None] = lambda message: None,
 ) -> SubmissionResult:
     """Upload the planned file and return the new ledger row (status pending); failures are recorded, then raised."""
-    row_id = add_row(workspace, competition=plan.competition, kind="file", model=plan.model or "",
-                     file=plan.path.resolve(), sha256=plan.sha256, message=plan.message, cv_score=plan.cv_score,
-                     status="uploading")
-    try:
-        connection = connect(slug=plan.competition, retry=retry, log=log)
-        response = connection.call(functools.partial(_upload, connection.api, plan), slug=plan.competition)
-    except KeyboardInterrupt:
-        update_row(workspace, row_id, status="interrupted",
-                   error="interrupted during the upload: Kaggle may or may not have it, see its submissions page")
-        raise
-    except Exception as error:
-        update_row(workspace, row_id, status="failed", error=str(error) or type(error).__name__)
-        raise
-    ref = int(response.ref or 0) or None
-    update_row(workspace, row_id, status="pending", ref=ref or "")
+    with submitting(workspace):  # until the row leaves `uploading`
+        row_id = add_row(workspace, competition=plan.competition, kind="file", model=plan.model or "",
+                         file=plan.path.resolve(), sha256=plan.sha256, message=plan.message, cv_score=plan.cv_score,
+                         status="uploading")
+        try:
+            connection = connect(slug=plan.competition, retry=retry, log=log)
+            response = connection.call(functools.partial(_upload, connection.api, plan), slug=plan.competition)
+        except KeyboardInterrupt:
+            update_row(workspace, row_id, status="interrupted",
+                       error="interrupted during the upload: Kaggle may or may not have it, see its submissions page")
+            raise
+        except Exception as error:
+            update_row(workspace, row_id, status="failed", error=str(error) or type(error).__name__)
+            raise
+        ref = int(response.ref or 0) or None
+        update_row(workspace, row_id, status="pending", ref=ref or "")
     return SubmissionResult(row_id, plan, ref, "pending", response.message or "",
                             remaining_today=_remaining_today(connection, plan.competition))
 
@@ -230,24 +236,67 @@ def refresh_ledger(
     retry: RetryPolicy | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> int:
-    """Ask Kaggle about every pending ledger row and record what it says; return how many rows changed."""
+    """Ask Kaggle about every pending ledger row and every upload a killed submit left; return how many changed.
+
+    A row left `uploading` takes the ref and status of the submission Kaggle lists for it (`match_uploads`),
+    or becomes `unknown` when Kaggle lists none.
+    """
+    abandoned = abandoned_uploads(workspace)
+    if abandoned is None:
+        log("a submit is running: rows left uploading are settled by a later refresh")
     ledger = read_ledger(workspace)
-    pending = ledger[(ledger["status"] == "pending") & (ledger["ref"] != "")]
+    abandoned = ledger.iloc[:0] if abandoned is None else abandoned
+    files = ledger[(ledger["kind"] == "file") & (ledger["ref"] != "")]
+    pending = files[files["status"] == "pending"]
     changed = 0
-    for competition, rows in pending.groupby("competition"):
+    for competition in sorted(set(pending["competition"]) | set(abandoned["competition"])):
+        rows, lost = pending[pending["competition"] == competition], abandoned[abandoned["competition"] == competition]
+        times = [at for at in map(_utc, lost["submitted_at"]) if at is not None]
         connection = connect(slug=competition, retry=retry, log=log)
-        found = list_submissions(connection, competition, refs={int(ref) for ref in rows["ref"]})
+        found = list_submissions(connection, competition, refs={int(ref) for ref in rows["ref"]},
+                                 since=min(times) + UPLOAD_MATCH_WINDOW[0] if times else None)
         for row_id, ref in zip(rows["id"], rows["ref"], strict=True):
             submission = found.get(int(ref))
             if submission is not None and submission["status"] != "pending":
-                update_row(workspace, row_id, status=submission["status"], public_score=submission["public_score"],
-                           error=submission["error"])
+                update_row(workspace, row_id, **_verdict(submission))
                 changed += 1
+        claimed = {int(ref) for ref in files.loc[files["competition"] == competition, "ref"]}
+        for row_id, ref in match_uploads(lost, found, claimed=claimed).items():
+            if ref is None:
+                update_row(workspace, row_id, status="unknown", error="its submit stopped before Kaggle confirmed "
+                           "it and Kaggle lists no such submission: it most likely never arrived, see "
+                           f"https://www.kaggle.com/competitions/{competition}/submissions")
+            else:
+                update_row(workspace, row_id, ref=ref, **_verdict(found[ref]))
+            changed += 1
     return changed
 
 
-def list_submissions(connection: KaggleConnection, competition: str, *, refs: set[int]) -> dict[int, dict[str, Any]]:
-    """Return the submissions whose ref is in `refs` (newest pages first, up to MAX_LIST_PAGES pages)."""
+def match_uploads(abandoned: pd.DataFrame, listed: dict[int, dict[str, Any]], *,
+                  claimed: set[int]) -> dict[str, int | None]:
+    """Return the Kaggle ref of each abandoned ledger row (None where Kaggle lists none for it).
+
+    A row's submission is the oldest one, not yet another row's, whose description is the row's message and
+    whose date is within UPLOAD_MATCH_WINDOW of the row's time; rows are matched oldest first.
+    """
+    earliest, latest = UPLOAD_MATCH_WINDOW
+    by_date = sorted((s["date"], ref, s["description"]) for ref, s in listed.items() if s["date"] is not None)
+    taken, matches = set(claimed), {}
+    for row in abandoned.sort_values("submitted_at").itertuples(index=False):
+        at = _utc(row.submitted_at)
+        matches[row.id] = next((ref for date, ref, description in by_date if ref not in taken and at is not None
+                                and description == row.message and earliest <= date - at <= latest), None)
+        taken.add(matches[row.id])
+    return matches
+
+
+def list_submissions(
+    connection: KaggleConnection, competition: str, *, refs: set[int], since: datetime | None = None
+) -> dict[int, dict[str, Any]]:
+    """Return Kaggle's submissions by ref, newest pages first (up to MAX_LIST_PAGES pages).
+
+    Paging stops once every ref in `refs` is listed and, with `since`, a submission older than `since` too.
+    """
     found: dict[int, dict[str, Any]] = {}
     for page in range(1, MAX_LIST_PAGES + 1):
         listed = connection.call(
@@ -255,16 +304,33 @@ def list_submissions(connection: KaggleConnection, competition: str, *, refs: se
                               page_size=LIST_PAGE_SIZE),
             slug=competition,
         ) or []
+        listed = [submission for submission in listed if submission is not None]
         for submission in listed:
-            if submission is not None and submission.ref in refs:
-                found[submission.ref] = {
-                    "status": submission.status.name.lower(),
-                    "public_score": submission.public_score or "",
-                    "error": submission.error_description or "",
-                }
-        if len(found) == len(refs) or len(listed) < LIST_PAGE_SIZE:
+            found[submission.ref] = {
+                "status": submission.status.name.lower(),
+                "public_score": submission.public_score or "",
+                "error": submission.error_description or "",
+                "description": " ".join((submission.description or "").split()),  # as the ledger keeps a message
+                "date": submission.date.replace(tzinfo=UTC) if submission.date else None,  # the client's is naive UTC
+            }
+        dates = [found[submission.ref]["date"] for submission in listed if submission.date]
+        reached = since is None or (dates and min(dates) < since)
+        if (refs <= found.keys() and reached) or len(listed) < LIST_PAGE_SIZE:
             break
     return found
+
+
+def _verdict(submission: dict[str, Any]) -> dict[str, str]:
+    """Return the ledger fields of Kaggle's word on a submission: status, public score, error."""
+    return {name: submission[name] for name in ("status", "public_score", "error")}
+
+
+def _utc(text: str) -> datetime | None:
+    """Return a ledger time as an aware datetime, None when the cell is not one."""
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def _upload(api: Any, plan: SubmissionPlan) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compkit.errors import DamagedArtifact
 from compkit.workspace import atomic_path
 
 
@@ -19,10 +21,16 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
-    """Return a checkpoint's contents, or None when there is none."""
+    """Return a checkpoint's contents, or None when there is none; DamagedArtifact when it is damaged."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        raise DamagedArtifact(path, f"damaged checkpoint ({str(error).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict):
+        raise DamagedArtifact(path, "damaged checkpoint (not a dict of states)")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

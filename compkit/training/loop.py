@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from compkit.config import CompetitionConfig, ImageModel, TextModel
+from compkit.errors import DamagedArtifact
 from compkit.models.factory import build_embedder
 from compkit.models.heads import ArcMarginHead, class_margins, create_head
 from compkit.progress import NO_PROGRESS, Progress
@@ -22,11 +23,14 @@ from compkit.training.evaluate import embed_dataset, identify_fold_score, match_
 from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
 from compkit.training.steps import EpochLoader, batches_per_epoch, create_training_step, set_body_trainable
 from compkit.workspace import (
+    RESUME_CHECKPOINT,
     Workspace,
+    file_sha256,
     fingerprint,
     is_fresh,
     read_manifest,
     remove_path,
+    set_aside,
     stage_inputs,
     write_csv,
     write_json,
@@ -52,12 +56,18 @@ def train_model_fold(
     workspace: Workspace,
     *,
     device: str = "auto",
+    force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> FoldResult:
-    """Train `model` on every fold but `fold`, keep its best checkpoint, and return the best held-out score."""
+    """Train `model` on every fold but `fold`, keep its best checkpoint, and return the best held-out score.
+
+    A fresh run is returned as it is, unless `force`: then the fold trains again from scratch.
+    """
     run_dir = workspace.model_dir(model.name, fold)
     inputs = model_fold_inputs(config, model, fold, workspace)
-    if is_fresh(run_dir, inputs):
+    if force:
+        remove_path(run_dir)
+    elif is_fresh(run_dir, inputs):
         return _finished_result(model, fold, run_dir)
     torch_device = resolve_device(device)
     settings = model.train
@@ -81,10 +91,7 @@ def train_model_fold(
     )
 
     run_fingerprint = fingerprint(stage_inputs(inputs))
-    state = load_state(workspace.resume_checkpoint(model.name, fold))
-    if state is not None and state["fingerprint"] != run_fingerprint:
-        remove_path(run_dir)
-        state = None
+    state = _resume_state(workspace, model.name, fold, run_fingerprint, progress)
     history: list[dict] = []
     best = {"score": -1.0, "threshold": float("nan"), "epoch": -1}
     start_epoch = 0
@@ -144,8 +151,48 @@ def train_model_fold(
         epochs_task.update(
             info=f"loss {record['loss']:.3f}  score {record['score']:.4f}  {record['rows_per_second']:.0f} rows/s"
         )
+    write_csv(workspace.training_log(model.name, fold), pd.DataFrame(history))  # also when resumed at the end
     write_manifest(run_dir, inputs, best=best, epochs=settings.epochs, resumed_from_epoch=start_epoch)
     return FoldResult(model.name, fold, False, best["score"], best["threshold"], best["epoch"], run_dir)
+
+
+def _resume_state(workspace: Workspace, model: str, fold: int, run_fingerprint: str, progress: Progress):
+    """Return the state to resume the fold's run from, or None to train from scratch, saying why.
+
+    A damaged last.pt, or a damaged best.pt (its best weights cannot be remade from a later state), is set
+    aside as `<name>.damaged` and the run starts again; a last.pt of other inputs is discarded with the run.
+    """
+    run_dir, last, best = (workspace.model_dir(model, fold), workspace.resume_checkpoint(model, fold),
+                           workspace.best_checkpoint(model, fold))
+    try:
+        state = load_state(last)
+        if state is not None and state.get("fingerprint") == run_fingerprint and state["best"]["epoch"] >= 0:
+            _check_best(run_dir, best, run_fingerprint)
+    except DamagedArtifact as error:
+        damaged = Path(error.path)
+        aside = f"; set aside as {set_aside(damaged).name}" if damaged.exists() else ""
+        for path in (last, best, workspace.training_log(model, fold)):
+            remove_path(path)
+        progress.log(f"{model} fold {fold}: {error}{aside}; training from scratch")
+        return None
+    if state is None:
+        return None
+    if state.get("fingerprint") != run_fingerprint:
+        remove_path(run_dir)
+        return None
+    progress.log(f"{model} fold {fold}: resuming after epoch {state['epoch']} from {last.name}")
+    return state
+
+
+def _check_best(run_dir: Path, best: Path, run_fingerprint: str) -> None:
+    """Raise DamagedArtifact when best.pt differs from what the run's manifest recorded, or cannot be loaded."""
+    manifest = read_manifest(run_dir) or {}
+    recorded = (manifest.get("outputs") or {}).get(f"{run_dir.name}/{best.name}")
+    if recorded and manifest.get("fingerprint") == run_fingerprint:
+        if not best.is_file() or best.stat().st_size != recorded["bytes"] or file_sha256(best) != recorded["sha256"]:
+            raise DamagedArtifact(best, "damaged checkpoint (differs from the run's manifest)")
+    elif load_state(best) is None:
+        raise DamagedArtifact(best, f"missing while {RESUME_CHECKPOINT} records a best epoch")
 
 
 def _schedule_epoch(model, embedder, head, class_sizes: np.ndarray, epoch: int) -> None:

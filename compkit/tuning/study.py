@@ -6,13 +6,18 @@ a combined model's `compkit.tuning.combined`'s, and `neighbors_inputs` / `tuning
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from compkit.config import COMBINED_KINDS, CompetitionConfig, ModelConfig
-from compkit.errors import ConfigError, ParameterError, StaleArtifactError
+from compkit.errors import CompkitError, ConfigError, ParameterError, StaleArtifactError
+from compkit.locking import exclusive_lock
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.retrieval.combined import combined_inputs
+from compkit.retrieval.layout import resolve_candidates
 from compkit.retrieval.single import single_inputs
 from compkit.schema import to_plain
 from compkit.tuning.combined import combined_problem
@@ -22,6 +27,10 @@ from compkit.tuning.tuned import TunedModel, load_tuned, write_tuned
 from compkit.workspace import Workspace, fingerprint, is_fresh, write_manifest
 
 SQLITE_LOCK_TIMEOUT_S = 60
+# A trial whose process died (kill -9, a lost machine) stops beating; the next trial of any process fails it
+# after the grace period and runs its parameters again.
+HEARTBEAT_INTERVAL_S = 10
+HEARTBEAT_GRACE_S = 60
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class TuneResult:
     study: str
     path: Path
     plot: Path
+    skipped: bool = False  # fresh parameters were kept and no trial was added (skip_fresh)
 
 
 def neighbors_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:
@@ -62,19 +72,51 @@ def storage_url(workspace: Workspace, storage: str | None) -> str:
 
 
 def open_study(url: str, name: str, *, seed: int):
-    """Return the named study from an RDB storage, created on first use; several processes may share it."""
+    """Return the named study from an RDB storage, created on first use; several processes may share it.
+
+    A SQLite storage is created under an exclusive lock on a file beside it: processes racing to create the
+    same fresh database would otherwise collide on its schema. Trials left RUNNING by a dead process are
+    failed on open (once their heartbeat is stale) and retried once.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if url.startswith("sqlite") else {}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
-        raise ConfigError(f"--storage {url!r}: cannot open ({str(error).splitlines()[0][:160]})") from None
     sampler = optuna.samplers.TPESampler(seed=seed)
-    return optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", sampler=sampler, load_if_exists=True
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is "experimental"
+        try:
+            with _creation_lock(url):
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=HEARTBEAT_GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                            load_if_exists=True)
+            optuna.storages.fail_stale_trials(study)
+        except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+            raise ConfigError(f"--storage {url!r}: cannot open ({str(error).splitlines()[0][:160]})") from None
+    return study
+
+
+@contextlib.contextmanager
+def _creation_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<database>.lock` beside a SQLite storage's file (no lock for other storages)."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with exclusive_lock(Path(f"{database}.lock"), holder="tuner creating the study storage", wait=True):
+        yield
+
+
+def complete_trials(study) -> int:
+    """Return the number of the study's COMPLETE trials (failed, pruned and still running ones do not count)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def default_study_name(config: CompetitionConfig, model: ModelConfig, candidates: str) -> str:
@@ -95,11 +137,18 @@ def tune_model(
     study_name: str | None = None,
     candidates: str = "all",
     seed: int = 0,
+    skip_fresh: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> TuneResult:
-    """Add `trials` trials to the model's study and write its best parameters to tuning/<model>.json."""
+    """Add `trials` trials to the model's study and write its best parameters to tuning/<model>.json.
+
+    With `skip_fresh`, parameters already tuned on these neighbours (same candidates, same study) are kept.
+    """
     if trials < 0:
         raise ParameterError("trials", trials, "must be >= 0")
+    kept = _fresh_tuned(config, workspace, model, candidates, study_name) if skip_fresh and not storage else None
+    if kept is not None:
+        return kept
     problem = tuning_problem(config, workspace, model, candidates)
     name = study_name or default_study_name(config, model, problem.candidates)
     study = open_study(storage_url(workspace, storage), name, seed=seed)
@@ -122,9 +171,25 @@ def tune_model(
     write_score_plot(plot, lambda value: problem.evaluate({**params, primary: value}), problem.plot_bounds,
                      params[primary], parameter=primary, title=f"{config.slug} {model.name}")
     write_tuned(path, TunedModel(model.name, params, oof_score, default_score, problem.candidates, other, name,
-                                 len(study.trials), plot.name))
+                                 complete_trials(study), plot.name))
     write_manifest(path, tuned_inputs(config, model, workspace, problem.candidates))
-    return TuneResult(model.name, params, oof_score, default_score, other, len(study.trials), name, path, plot)
+    return TuneResult(model.name, params, oof_score, default_score, other, complete_trials(study), name, path, plot)
+
+
+def _fresh_tuned(config, workspace: Workspace, model: ModelConfig, candidates: str, study_name: str | None):
+    """Return the model's recorded tuning as a skipped TuneResult when it is fresh for this request, else None."""
+    path = workspace.tuned_params(model.name)
+    try:
+        recorded = load_tuned(path) if path.is_file() else None
+    except CompkitError:
+        return None
+    if (recorded is None or recorded.candidates != resolve_candidates(config, candidates)
+            or study_name not in (None, recorded.study)
+            or not is_fresh(path, tuned_inputs(config, model, workspace, recorded.candidates))):
+        return None
+    return TuneResult(model.name, recorded.params, recorded.oof_score, recorded.default_score,
+                      recorded.other_candidates_score, recorded.n_trials, recorded.study, path,
+                      path.with_name(recorded.plot), skipped=True)
 
 
 def tuned_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 import zipfile
 from collections.abc import Callable
@@ -15,6 +16,13 @@ DEFAULT_MAX_UNPACKED_BYTES = 64 * 2**30
 # Deflate tops out near 1032:1; real competition files (CSV, JPEG) stay far below 100:1.
 DEFAULT_MAX_COMPRESSION_RATIO = 250
 RATIO_CHECK_MIN_BYTES = 1 << 20
+# The whole archive's ratio catches a bomb of many members each under RATIO_CHECK_MIN_BYTES. Images barely
+# compress and CSVs of ids and text stay near 10:1, so 100:1 is far from real data; an archive unpacking to
+# less than 64 MiB is harmless whatever its ratio.
+DEFAULT_MAX_ARCHIVE_RATIO = 100
+ARCHIVE_RATIO_MIN_BYTES = 64 << 20
+# Left free on the destination's disk after extraction: 1 GiB, or a tenth of the free space when that is less.
+KEEP_FREE_BYTES = 1 << 30
 CHUNK_BYTES = 1 << 20
 
 
@@ -30,14 +38,19 @@ def extract_zip(
     *,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+    max_archive_ratio: float = DEFAULT_MAX_ARCHIVE_RATIO,
+    keep_free_bytes: int | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> Extracted:
     """Return the count and size of the files extracted from `archive` into `destination`.
 
-    Refuses (DataError naming the archive and member) absolute paths, `..` components, links and other
-    special files, a total unpacked size over `max_unpacked_bytes` and zip-bomb compression ratios. All
-    members are checked before anything is written; on an error during writing the caller removes
-    `destination`.
+    Refuses (DataError naming the archive, and the member when one is to blame) absolute paths, `..`
+    components, links and other special files, two members unpacking to the same path, a total unpacked size
+    over `max_unpacked_bytes` or over the destination disk's free space less `keep_free_bytes` (default: 1 GiB,
+    or a tenth of the free space when that is less), and zip-bomb compression ratios: a member's over
+    `max_compression_ratio`, the whole archive's (its members' total size over the zip's size) over
+    `max_archive_ratio` once it unpacks to more than 64 MiB. All members are checked before anything is
+    written; on an error during writing the caller removes `destination`.
     """
     archive = Path(archive)
     if not archive.is_file():
@@ -48,7 +61,10 @@ def extract_zip(
             relative_paths = [
                 _checked_member(archive, member, max_compression_ratio=max_compression_ratio) for member in members
             ]
+            _check_duplicates(archive, members, relative_paths)
             _check_total_size(archive, members, max_unpacked_bytes)
+            _check_whole_archive(archive, members, destination, max_archive_ratio=max_archive_ratio,
+                                 keep_free_bytes=keep_free_bytes)
             destination.mkdir(parents=True, exist_ok=True)
             written = 0
             n_files = 0
@@ -115,6 +131,44 @@ def _check_total_size(archive: Path, members: list[zipfile.ZipInfo], max_unpacke
         total += member.file_size
         if total > max_unpacked_bytes:
             raise _refusal(archive, member, f"archive unpacks to more than {human_size(max_unpacked_bytes)}")
+
+
+def _check_duplicates(archive: Path, members: list[zipfile.ZipInfo], relative_paths: list[PurePosixPath]) -> None:
+    """Raise DataError naming the first member that unpacks to the path of an earlier one (folders may repeat)."""
+    first: dict[PurePosixPath, zipfile.ZipInfo] = {}
+    for member, relative in zip(members, relative_paths, strict=True):
+        earlier = first.setdefault(relative, member)
+        if earlier is not member and not (member.is_dir() and earlier.is_dir()):
+            raise _refusal(archive, member, f"unpacks to the same path as the earlier member {earlier.filename!r}")
+
+
+def _check_whole_archive(
+    archive: Path, members: list[zipfile.ZipInfo], destination: Path, *, max_archive_ratio: float,
+    keep_free_bytes: int | None,
+) -> None:
+    """Raise DataError when the archive as a whole is a zip bomb or would not fit on the destination's disk."""
+    total = sum(member.file_size for member in members)
+    archive_bytes = max(archive.stat().st_size, 1)
+    if total > ARCHIVE_RATIO_MIN_BYTES and total > max_archive_ratio * archive_bytes:
+        raise DataError(
+            f"{archive}: refusing the archive: it unpacks to {human_size(total)} from {human_size(archive_bytes)}, "
+            f"a compression ratio of {total / archive_bytes:,.0f}:1 over {max_archive_ratio:,.0f}:1 (zip bomb?)"
+        )
+    free = _free_bytes(destination)
+    keep = min(KEEP_FREE_BYTES, free // 10) if keep_free_bytes is None else keep_free_bytes
+    if total > free - keep:
+        raise DataError(
+            f"{archive}: refusing the archive: it unpacks to {human_size(total)}, but the disk of {destination} "
+            f"has {human_size(free)} free and {human_size(keep)} must stay free"
+        )
+
+
+def _free_bytes(folder: Path) -> int:
+    """Return the free space of the disk that holds `folder`, or would once it is created."""
+    folder = Path(folder).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
 
 
 def _refusal(archive: Path, member: zipfile.ZipInfo, reason: str) -> DataError:
