@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.compkit-installed
 DEMO_WORKSPACE ?= work
 
-.PHONY: install test demo lint bench bench-real clean
+.PHONY: install test demo lint bench bench-real clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(STAMP)
 bench-real: $(STAMP)
 	$(BIN)/python benchmarks/real_images.py build
 	$(BIN)/python benchmarks/real_images.py run
+
+# Debian's headless Chromium, for the browser test of `compkit inspect`'s report (tests/test_inspect.py).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  test "$$(id -u)" = 0 || { echo "chromium is missing: run make chromium as root (it uses apt-get)" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

@@ -15,6 +15,8 @@ The packages, in data-flow order (each stage leaves a fingerprinted artifact in 
     6. predict      each model's test and OOF CSVs with its tuned parameters
     7. ensemble/    votes / ranks of the model CSVs, tuned weights, and final (the one final CSV)
     8. submit/      upload with its ledger, the offline kernel of a code competition
+    9. report/      where a model is wrong: a static HTML page built from the artifacts (`compkit inspect`)
+       history      every tuning and ensemble result, appended (`compkit history`)
 
     stages          the one stage list: each stage's artifact, inputs and freshness
     pipeline        `compkit run`: every stage that is not fresh, in order;  status: each stage's state

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from compkit.errors import ConfigError, ParameterError
 from compkit.names import name_problem
@@ -19,6 +21,7 @@ KnnBackend = Literal["auto", "torch", "faiss", "cuml"]
 KNN_BACKENDS: tuple[str, ...] = get_args(KnnBackend)
 
 CONFIG_FILE = "competition.toml"
+PROJECT_FILE = "compkit.toml"  # in a project folder: competition = "SLUG", the default of -c
 SHIPPED_DIR = Path(__file__).resolve().parent / "competitions"
 SOURCE_CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "competitions"
 
@@ -161,6 +164,7 @@ class TrainSettings:
     deterministic: bool = False
     seed: int = 42
     num_workers: int = 0
+    checkpoint_minutes: float = 5.0  # a mid-epoch resume state this often on long epochs (0: at epoch ends only)
 
     def check(self) -> str | None:
         if self.epochs < 0:
@@ -169,7 +173,8 @@ class TrainSettings:
             _bound_problem(self, ">= 1", ("batch_size", "grad_accum"), lambda v: v >= 1),
             _bound_problem(self, "> 0", ("lr", "head_lr", "clip_grad"), lambda v: v > 0),
             _bound_problem(self, ">= 0", ("score_from_epoch", "weight_decay", "warmup_epochs",
-                                          "freeze_backbone_epochs", "num_workers"), lambda v: v >= 0),
+                                          "freeze_backbone_epochs", "num_workers", "checkpoint_minutes"),
+                           lambda v: v >= 0),
             _bound_problem(self, "in [0, 1)", ("ema_decay",), lambda v: 0 <= v < 1),
         )
         if problem:
@@ -274,6 +279,7 @@ class TfidfModel:
     max_features: int | None = None
     min_df: int = 1
     sublinear_tf: bool = True
+    backend: Literal["auto", "sklearn", "cuml"] = "auto"  # auto: cuML on a GPU when it has these settings
 
     def check(self) -> str | None:
         low, high = self.ngram_range
@@ -431,6 +437,9 @@ class CompetitionConfig:
     title: str = ""
     kaggle: str | None = None
     source: Source = "kaggle"
+    path: str | None = None  # a local source's folder or zip (relative: to the competition folder)
+    in_place: bool | None = None  # local folder: use its files in place, or copy them (false); unset: by writability
+    code_competition: bool = False  # notebooks only: `submit` refuses a CSV upload and points at `submit --kernel`
     expected_new_fraction: float | None = None
     data: DataFiles = field(default_factory=DataFiles)
     fixes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -548,21 +557,158 @@ def available_competitions() -> list[str]:
     return sorted(slugs)
 
 
-def load_config(competition: str) -> CompetitionConfig:
-    """Return the typed config of a competition given by slug or path."""
+def project_competition(start: Path | None = None) -> str | None:
+    """Return the `competition` of the nearest compkit.toml in `start` (default: the working folder) or above.
+
+    A relative path in it is resolved against the file's folder; None when there is no such file.
+    """
+    folder = (start or Path.cwd()).resolve()
+    for directory in (folder, *folder.parents):
+        path = directory / PROJECT_FILE
+        if not path.is_file():
+            continue
+        try:
+            value = tomllib.loads(path.read_text(encoding="utf-8")).get("competition")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: invalid TOML: {error}") from None
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: needs competition = \"SLUG\" (a slug or a path to its folder)")
+        relative = directory / value
+        return str(relative) if (relative / CONFIG_FILE).is_file() and ("/" in value or value == ".") else value
+    return None
+
+
+def load_config(
+    competition: str, *, overrides: Sequence[str] = (), models: Sequence[str] | None = None
+) -> CompetitionConfig:
+    """Return the typed config of a competition given by slug or path.
+
+    `overrides` are `KEY=VALUE` settings applied over the file (see `apply_overrides`); `models` keeps only
+    the named models (and the members of named combinations), as `select_models` does.
+    """
     path = resolve_config_path(competition)
-    return parse_config(path.read_bytes().decode("utf-8"), source=path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    config = parse_config(text, source=path, overrides=overrides)
+    if config.path:  # a local source's folder, relative to the competition folder
+        config = dataclasses.replace(config, path=str(path.parent / Path(config.path).expanduser()))
+    return select_models(config, models) if models else config
 
 
-def parse_config(text: str, *, source: Path | str) -> CompetitionConfig:
-    """Return the typed config parsed from TOML text; errors name `source` and the key."""
+def parse_config(text: str, *, source: Path | str, overrides: Sequence[str] = ()) -> CompetitionConfig:
+    """Return the typed config parsed from TOML text; errors name `source` and the key.
+
+    Models with `enabled = false` are checked like the others, then left out of the config.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: invalid TOML: {error}") from None
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source = f"{source} with --set {' '.join(overrides)}"
+    raw, disabled = _split_disabled(raw, source)
     config = build(CompetitionConfig, raw, key="", source=source)
     _check_columns(config, source)
-    return config
+    if not disabled:
+        return config
+    kept = tuple(model for model in config.models if model.name not in disabled)
+    for model in kept:
+        off = [name for name in getattr(model, "members", ()) if name in disabled]
+        if off:
+            raise ConfigError(f"{source}: models: model {model.name!r} combines {off[0]!r}, which has "
+                              "enabled = false (enable it, or disable this model too)")
+    return dataclasses.replace(config, models=kept)
+
+
+def _split_disabled(raw: dict, source: Path | str) -> tuple[dict, set[str]]:
+    """Return the raw config without the models' `enabled` keys, and the names of the disabled models."""
+    tables = raw.get("models")
+    if not isinstance(tables, list):
+        return raw, set()
+    cleaned, disabled = [], set()
+    for index, table in enumerate(tables):
+        if not isinstance(table, dict) or "enabled" not in table:
+            cleaned.append(table)
+            continue
+        table = dict(table)
+        enabled = table.pop("enabled")
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{source}: models[{index}].enabled: expected true or false, got {enabled!r}")
+        if not enabled:
+            disabled.add(str(table.get("name")))
+        cleaned.append(table)
+    return {**raw, "models": cleaned}, disabled
+
+
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
+    """Return the raw TOML tables with each `KEY=VALUE` of `overrides` set (a copy; `raw` is left alone).
+
+    Keys are dotted paths of tables (`folds.n_splits=3`); a model is named, not numbered
+    (`models.convnext.train.epochs=3`). Values are TOML (`3`, `0.5`, `true`, `[1, 2]`, `"text"`); a value
+    that is not TOML is a string (`source=local`). The result is checked by the config's schema as a file is.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, separator, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not separator or not all(parts):
+            raise ParameterError("set", item, "must be KEY=VALUE with a dotted KEY, e.g. models.NAME.train.epochs=3")
+        table, parts = _override_target(raw, parts, item)
+        for depth, part in enumerate(parts[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ParameterError("set", item, f"{'.'.join(parts[: depth + 1])} is a value, not a table")
+        table[parts[-1]] = _toml_value(text.strip())
+    return raw
+
+
+def _override_target(raw: dict, parts: list[str], item: str) -> tuple[dict, list[str]]:
+    """Return the table a dotted key starts in, and the key's remaining parts (models are found by name)."""
+    if parts[0] != "models":
+        return raw, parts
+    tables = [table for table in raw.get("models", []) if isinstance(table, dict)]
+    names = [str(table.get("name")) for table in tables]
+    if len(parts) < 3:
+        raise ParameterError("set", item, "a model's key is models.NAME.KEY (e.g. models.NAME.train.epochs=3)")
+    for end in range(len(parts) - 1, 1, -1):  # a model's name may itself hold dots: the longest name wins
+        name = ".".join(parts[1:end])
+        if name in names:
+            return tables[names.index(name)], parts[end:]
+    raise ParameterError("set", item, f"no model named {parts[1]!r} (declared: {', '.join(names) or 'none'})")
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def select_models(config: CompetitionConfig, names: Sequence[str]) -> CompetitionConfig:
+    """Return `config` with only the named models and the members of named combinations, in config order.
+
+    Names may be repeated or comma-separated (`--model a,b --model c`); an unknown one is refused.
+    """
+    wanted = model_names(names)
+    if not wanted:
+        return config
+    chosen = set()
+    for name in wanted:
+        if name not in {model.name for model in config.models}:
+            declared = ", ".join(m.name for m in config.models) or "none"
+            raise ParameterError("model", name, f"is not a model of {config.slug} (declared: {declared})")
+        chosen.add(name)
+        chosen.update(getattr(config.model(name), "members", ()))
+    return dataclasses.replace(config, models=tuple(model for model in config.models if model.name in chosen))
+
+
+def model_names(values: Sequence[str] | None) -> list[str]:
+    """Return the model names of repeated and comma-separated option values, in order, without repeats."""
+    names = [name.strip() for value in values or () for name in value.split(",") if name.strip()]
+    return list(dict.fromkeys(names))
 
 
 def with_knn_backend(config: CompetitionConfig, backend: str | None) -> CompetitionConfig:

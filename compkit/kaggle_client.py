@@ -86,9 +86,11 @@ def connect(
     environ = dict(os.environ)
     credentials = credentials_source(environ)
     if credentials is None:
-        raise KaggleError(NO_CREDENTIALS)
-    with _quiet(log):
-        # `import kaggle` authenticates at import time and prints help when it finds no credentials.
+        raise KaggleError(kaggle_json_problem(environ) or NO_CREDENTIALS)
+    # `import kaggle` authenticates at import time (printing help when it finds no credentials), then
+    # `authenticate()` again: what both print (the permission warning of kaggle.json) is said once.
+    client_log = _said_once(log)
+    with _quiet(client_log):
         from kaggle.api.kaggle_api_extended import KaggleApi
     api = KaggleApi()
     api.config_dir = str(config_dir(environ))
@@ -96,7 +98,7 @@ def connect(
     api.args = ["--local"] if environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST" else []
 
     def authenticate() -> None:
-        with _quiet(log):
+        with _quiet(client_log):
             try:
                 api.authenticate()
             except SystemExit:
@@ -142,6 +144,30 @@ def credentials_source(environ: dict[str, str]) -> str | None:
     if _read_json(oauth_file).get("refresh_token"):
         return str(oauth_file)
     return None
+
+
+def kaggle_json_problem(environ: dict[str, str]) -> str | None:
+    """Return why kaggle.json gives no credentials (naming the file, never its key), None when there is none."""
+    path = config_dir(environ) / "kaggle.json"
+    if not path.exists():
+        return None
+    fix = f'it should hold {{"username": ..., "key": ...}}, as the token downloaded from {TOKEN_URL} does'
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        return f"cannot read the Kaggle credentials in {path}: {error.strerror or error}"
+    except UnicodeDecodeError:
+        return f"the Kaggle credentials in {path} are not UTF-8 text: {fix}"
+    except json.JSONDecodeError as error:  # its message names the position, never the text
+        return (f"the Kaggle credentials in {path} are not valid JSON ({error.msg}: line {error.lineno}, "
+                f"column {error.colno}): {fix}")
+    if not isinstance(data, dict):
+        return f"the Kaggle credentials in {path} are not a JSON object: {fix}"
+    missing = [name for name in ("username", "key")
+               if not data.get(name) and not environ.get(f"KAGGLE_{name.upper()}")]
+    if not missing:
+        return None
+    return f"the Kaggle credentials in {path} have no {' and no '.join(repr(name) for name in missing)}: {fix}"
 
 
 def call_with_retries(
@@ -284,6 +310,20 @@ def _read_json(path: Path) -> dict:
 
 def _ignore(message: str) -> None:
     pass
+
+
+_CLIENT_LINES_SAID: set[str] = set()
+
+
+def _said_once(log: Callable[[str], None]) -> Callable[[str], None]:
+    """Return `log` passing on each line once per process: the client repeats itself at every authentication."""
+
+    def say(line: str) -> None:
+        if line not in _CLIENT_LINES_SAID:
+            _CLIENT_LINES_SAID.add(line)
+            log(line)
+
+    return say
 
 
 @contextlib.contextmanager

@@ -22,6 +22,11 @@ PAD_CODE = -1
 BLOCK_PREDICTIONS = 1 << 17
 
 
+def metric_name(task: str) -> str:
+    """Return the name of a task's competition metric, for plots and reports."""
+    return {"match": "mean row F1", "identify": "MAP@5"}[task]
+
+
 def row_f1(labels: np.ndarray, indptr: np.ndarray, indices: np.ndarray, *, assume_unique: bool = False) -> np.ndarray:
     """Return each row's F1 = 2|T ∩ P| / (|T| + |P|), T = the rows sharing its label, P = its predictions."""
     labels = np.asarray(labels)

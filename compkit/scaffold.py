@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from compkit.config import CONFIG_FILE, parse_config
-from compkit.errors import ConfigError
+from compkit.config import CONFIG_FILE, load_config, parse_config, resolve_config_path
+from compkit.errors import ConfigError, ParameterError
 from compkit.workspace import write_text
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -123,12 +123,31 @@ def render_config(slug: str, task: str) -> str:
     return templates[task].format(slug=slug)
 
 
-def init_competition(slug: str, task: str, *, directory: Path, force: bool = False) -> Path:
-    """Write `directory/slug/competition.toml` and return its path; refuse to overwrite without force."""
-    text = render_config(slug, task)
+def init_competition(
+    slug: str, task: str | None = None, *, directory: Path, force: bool = False, copy_of: str | None = None
+) -> Path:
+    """Write `directory/slug/competition.toml` and return its path; refuse to overwrite without force.
+
+    The config is the task's template, or with `copy_of` a copy of that competition's config (a slug or a
+    path, e.g. a shipped one) under the new slug, every comment kept.
+    """
+    if (task is None) == (copy_of is None):
+        raise ParameterError("task", task, "give exactly one of task ('match' or 'identify') and copy_of")
+    text = render_config(slug, task) if copy_of is None else _copied_config(copy_of, slug)
     path = Path(directory) / slug / CONFIG_FILE
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists (use --force to overwrite)")
     parse_config(text, source=path)
     write_text(path, text)
     return path
+
+
+def _copied_config(competition: str, slug: str) -> str:
+    """Return the config text of `competition` with its slug line set to `slug`."""
+    source = resolve_config_path(competition)
+    text = source.read_text(encoding="utf-8")
+    original = load_config(str(source)).slug
+    line = re.compile(rf"""^slug\s*=\s*["']{re.escape(original)}["']\s*$""", re.M)
+    if not line.search(text):
+        raise ConfigError(f"{source}: no `slug = \"{original}\"` line to rename")
+    return line.sub(f'slug = "{slug}"', text, count=1)

@@ -85,6 +85,21 @@ class Stage:
         return StageState(self.name, self.artifact, state, detail)
 
 
+COMMANDS = {"data": "fetch", "folds": "folds", "train": "train", "embed": "embed", "tune": "tune-threshold",
+            "predict": "predict", "tune ensemble": "ensemble --tune", "ensemble": "ensemble"}
+
+
+def next_command(config: CompetitionConfig, states: list[StageState]) -> str | None:
+    """Return the command that makes the first stage that is not fresh, as a person would type it (None: none)."""
+    waiting = next((state for state in states if not state.fresh), None)
+    if waiting is None:
+        return None
+    kind, _, model = waiting.stage.partition(" ")
+    if waiting.stage in COMMANDS:
+        kind, model = waiting.stage, ""
+    return f"compkit {COMMANDS[kind]} -c {config.slug}" + (f" --model {model}" if model else "")
+
+
 def artifact_state(artifact: Path, inputs: dict | None, *, verify: bool = False) -> tuple[State, str]:
     """Return the state of `artifact` against the inputs it should have been made from (None: unknown).
 
@@ -138,8 +153,10 @@ def _data_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = 
 
 def _folds_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:
     def judge() -> tuple[State, str]:
-        recorded = (read_manifest(workspace.folds_path) or {}).get("inputs", {}).get("folds")
-        settings = recorded_settings(config, recorded) if recorded else fold_settings(config)
+        manifest = read_manifest(workspace.folds_path) or {}
+        recorded = manifest.get("inputs", {}).get("folds")
+        kept = recorded and manifest.get("chosen_by_options", True)  # `compkit folds --n-splits` outlives the config
+        settings = recorded_settings(config, recorded) if kept else fold_settings(config)
         try:
             state, detail = artifact_state(workspace.folds_path, folds_inputs(config, workspace, settings),
                                            verify=verify)
@@ -223,8 +240,12 @@ def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCon
         if path.is_file() and (own := artifact_state(path, None, verify=verify))[0] == "damaged":
             return own
         try:
-            candidates = load_tuned(path).candidates if path.is_file() else "all"
-            return artifact_state(path, tuned_inputs(config, model, workspace, candidates), verify=verify)
+            tuned = load_tuned(path) if path.is_file() else None
+            state = artifact_state(path, tuned_inputs(config, model, workspace, tuned.candidates if tuned else "all"),
+                                   verify=verify)
+            if state[0] == "fresh":
+                return "fresh", f"OOF {tuned.oof_score:.4f} after {tuned.n_trials} trials ({tuned.candidates})"
+            return state
         except (CompkitError, KeyError):  # embeddings missing, or an unreadable file: it cannot be fresh
             return ("stale", "its inputs are missing or unreadable") if path.exists() else ("missing", "")
 
@@ -290,8 +311,12 @@ def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace, verify
         if stored is None:
             return "missing", ""
         if stored.get("models") != models:
-            return "stale", "tuned for other models"
-        return artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")), verify=verify)
+            return "stale", f"tuned for other models ({', '.join(stored.get('models') or [])})"
+        state = artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")), verify=verify)
+        if state[0] == "fresh" and isinstance(stored.get("ensemble_oof_score"), float):
+            return "fresh", (f"OOF {stored['ensemble_oof_score']:.4f} ({stored.get('select')}-tuned "
+                             f"{stored.get('method')})")
+        return state
 
     def make(options: RunOptions) -> str:
         tuned = tune_ensemble(config, workspace, models, select=options.select, progress=options.progress)

@@ -25,6 +25,7 @@ FETCH_SCRATCH_PREFIX = ".fetch-"
 BEST_CHECKPOINT = "best.pt"
 RESUME_CHECKPOINT = "last.pt"
 TRAINING_LOG = "log.csv"
+TRAINING_CURVES = "curves.png"
 RESOLVED_CONFIG = "resolved.json"
 
 
@@ -85,6 +86,9 @@ class Workspace:
     def training_log(self, model: str, fold: int) -> Path:
         return self.model_dir(model, fold) / TRAINING_LOG
 
+    def training_curves(self, model: str, fold: int) -> Path:
+        return self.model_dir(model, fold) / TRAINING_CURVES
+
     def resolved_config(self, model: str, fold: int) -> Path:
         return self.model_dir(model, fold) / RESOLVED_CONFIG
 
@@ -123,6 +127,19 @@ class Workspace:
     @property
     def tuned_ensemble(self) -> Path:
         return self.tuning_dir / "ensemble.json"
+
+    @property
+    def history_path(self) -> Path:
+        """Every tuning and ensemble result, one JSON line each, appended and never rewritten (compkit.history)."""
+        return self.tuning_dir / "history.jsonl"
+
+    @property
+    def history_lock(self) -> Path:
+        return self.tuning_dir / "history.jsonl.lock"
+
+    def report_dir(self, model: str) -> Path:
+        """Return the folder of a model's error report (`compkit inspect`): index.html and its thumbnails."""
+        return self.root / "reports" / path_component("model", model)
 
     @property
     def study_storage(self) -> Path:
@@ -347,31 +364,41 @@ def output_files(artifact: Path) -> dict[str, dict[str, Any]]:
     """Return {path relative to the artifact's folder: {"bytes", "sha256"}} of every file the artifact is made of.
 
     A folder artifact is made of the files under it, less hidden ones (scratch) and the `.damaged` files a
-    stage set aside; a file artifact of itself.
+    stage set aside; a file artifact of itself. A file reached through a symbolic link (data/ of a local
+    folder used in place) is not compkit's: it is recorded by its listing, {"bytes", "mtime_ns"}, not
+    hashed, since hashing a 62 GB dataset at each fetch would take longer than the run.
     """
     artifact = Path(artifact)
     if not artifact.is_dir():
-        return {artifact.name: _file_record(artifact)}
+        return {artifact.name: _file_record(artifact, linked=artifact.is_symlink())}
     outputs = {}
-    for directory, folders, names in os.walk(artifact):
+    linked_dirs = {str(artifact): artifact.is_symlink()}
+    for directory, folders, names in os.walk(artifact, followlinks=True):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
+        linked = linked_dirs.pop(directory)
+        linked_dirs.update((os.path.join(directory, name), linked or os.path.islink(os.path.join(directory, name)))
+                           for name in folders)
         for name in sorted(names):
             if name.startswith(".") or name.endswith((DAMAGED_SUFFIX, MANIFEST_SUFFIX)):
                 continue
             path = Path(directory, name)
-            outputs[path.relative_to(artifact.parent).as_posix()] = _file_record(path)
+            outputs[path.relative_to(artifact.parent).as_posix()] = _file_record(path, linked=linked or
+                                                                                 path.is_symlink())
     return outputs
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+def _file_record(path: Path, *, linked: bool = False) -> dict[str, Any]:
+    status = path.stat()
+    if linked:
+        return {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
+    return {"bytes": status.st_size, "sha256": file_sha256(path)}
 
 
 def output_damage(artifact: Path, manifest: Mapping[str, Any], *, verify: bool = False) -> str | None:
     """Return how `artifact`'s files differ from those its manifest recorded (None: they match).
 
-    Sizes are compared on every call; contents (sha256) only when `verify`. A manifest written before
-    compkit recorded outputs has nothing to compare.
+    Sizes (and, for a file recorded by its listing, mtimes) are compared on every call; contents (sha256)
+    only when `verify`. A manifest written before compkit recorded outputs has nothing to compare.
     """
     return next((reason for _, reason in _damaged_files(artifact, manifest, verify=verify)), None)
 
@@ -381,18 +408,26 @@ def _damaged_files(artifact: Path, manifest: Mapping[str, Any], *, verify: bool)
     for name, record in (manifest.get("outputs") or {}).items():
         path = folder / name
         try:
-            size = path.stat().st_size
+            status = path.stat()
         except OSError:
             yield path, f"{path} is missing"
             continue
+        size = status.st_size
         if size != record.get("bytes"):
             yield path, f"{path} is {size:,} bytes, its manifest recorded {record.get('bytes', 0):,}"
+        elif "mtime_ns" in record:  # recorded by its listing (a linked file): never hashed
+            if status.st_mtime_ns != record["mtime_ns"]:
+                yield path, f"{path} was modified since it was recorded (its mtime differs from its manifest's)"
         elif verify and file_sha256(path) != record.get("sha256"):
             yield path, f"{path} changed since it was written (its sha256 differs from its manifest's)"
 
 
 def damaged_outputs(root: Path, *, verify: bool = True) -> list[tuple[Path, str]]:
-    """Return (file, why) for every file under `root` that differs from the manifest that recorded it."""
+    """Return (file, why) for every file under `root` that differs from the manifest that recorded it.
+
+    A file reached through a link to outside `root` (a local folder used in place) is left out: it is not
+    compkit's to set aside.
+    """
     damaged = []
     for path in sorted(Path(root).rglob(f"*{MANIFEST_SUFFIX}")):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
@@ -400,8 +435,14 @@ def damaged_outputs(root: Path, *, verify: bool = True) -> list[tuple[Path, str]
         artifact = path.with_name(path.name[: -len(MANIFEST_SUFFIX)])
         manifest = read_manifest(artifact)
         if manifest is not None:
-            damaged += [item for item in _damaged_files(artifact, manifest, verify=verify) if item[0].exists()]
+            damaged += [item for item in _damaged_files(artifact, manifest, verify=verify)
+                        if item[0].exists() and not _outside(item[0], root)]
     return damaged
+
+
+def _outside(path: Path, root: Path) -> bool:
+    """Return True when `path` is, once links are followed, not under `root` (a local folder used in place)."""
+    return not path.resolve().is_relative_to(Path(root).resolve())
 
 
 def manifest_is_unreadable(artifact: Path) -> bool:

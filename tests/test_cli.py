@@ -1,9 +1,12 @@
 from pathlib import Path
+from typing import get_args
 
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
-from compkit.config import load_config
+from compkit.config import KNN_BACKENDS, Task, load_config
 
 runner = CliRunner()
 
@@ -17,6 +20,51 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     for command in ("competitions", "init", "fetch", "folds", "status", "score"):
         assert command in result.stdout
+
+
+COMMANDS = sorted(typer.main.get_command(app).commands)
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)], ids=["compkit", *COMMANDS])
+def test_help_shows_flags_bare_values_by_their_type_and_takes_h(command):
+    long = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+    short = runner.invoke(app, [*command, "-h"], env={"COLUMNS": "250"})
+    assert long.exit_code == 0 and short.exit_code == 0, long.output
+    assert short.stdout == long.stdout
+    assert "<bool>" not in long.stdout and "list[" not in long.stdout, long.stdout
+
+
+def test_help_lists_the_choices_the_library_accepts():
+    from compkit.data.fetch import SOURCES
+    from compkit.data.folds import STRATEGIES
+    from compkit.ensemble.embedding_level import EMBEDDING_METHODS
+    from compkit.ensemble.vote import METHODS
+    from compkit.ensemble.weights import SELECTIONS
+    from compkit.retrieval.layout import CANDIDATES
+
+    devices, joblib_backends = ("auto", "cpu", "cuda"), ("loky", "dask")  # resolve_device, run_models
+    choices = {
+        "init": {"--task": get_args(Task)},
+        "fetch": {"--source": SOURCES},
+        "folds": {"--strategy": STRATEGIES},
+        "train": {"--device": devices, "--backend": joblib_backends, "--knn": KNN_BACKENDS},
+        "embed": {"--device": devices},
+        "tune-threshold": {"--candidates": CANDIDATES, "--knn": KNN_BACKENDS},
+        "predict": {"--knn": KNN_BACKENDS},
+        "ensemble": {"--method": (*METHODS["match"], *METHODS["identify"], *EMBEDDING_METHODS),
+                     "--select": SELECTIONS},
+        "run": {"--device": devices, "--knn": KNN_BACKENDS, "--source": SOURCES},
+    }
+    for command, options in choices.items():
+        lines = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"}).stdout.splitlines()
+        for option, accepted in options.items():
+            [line] = [line for line in lines if line.startswith("│") and line[1:].split()[:1] == [option]]
+            assert f"<{'|'.join(accepted)}>" in line, (command, option, line)
+
+
+def test_ensemble_help_says_concat_combines_match_models_too():
+    help_text = " ".join(runner.invoke(app, ["ensemble", "--help"], env={"COLUMNS": "250"}).stdout.split())
+    assert "concat (match or identify)" in help_text and "score (identify)" in help_text
 
 
 def test_competitions_lists_shipped_ones():

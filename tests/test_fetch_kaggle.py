@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import signal
 import subprocess
@@ -121,6 +122,36 @@ def test_fetch_without_credentials_says_where_to_put_them(kaggle_server, tiny_co
     assert "kaggle.json" in str(caught.value) and "KAGGLE_USERNAME" in str(caught.value)
     assert kaggle_server.requests == []
     assert not workspace.root.exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"username": "someone", "key": "s3cr', "are not valid JSON (Unterminated string starting at: line 1, column 32)"),
+    ('["someone", "s3cret"]', "are not a JSON object"),
+    ('{"username": "someone"}', "have no 'key'"),
+])
+def test_fetch_with_a_malformed_kaggle_json_names_the_file_and_what_is_wrong(
+    kaggle_server, kaggle_home, tiny_config, workspace, content, problem
+):
+    kaggle_json = kaggle_home / ".kaggle" / "kaggle.json"
+    kaggle_json.write_text(content)
+
+    with pytest.raises(KaggleError) as caught:
+        fetch_competition(tiny_config, workspace)
+
+    message = str(caught.value)
+    assert message.startswith(f"the Kaggle credentials in {kaggle_json} {problem}: it should hold"), message
+    assert "no Kaggle credentials found" not in message and "s3cr" not in message
+    assert kaggle_server.requests == []
+
+
+def test_fetch_says_the_clients_permission_warning_once(served, kaggle_credentials, tmp_path):
+    kaggle_credentials.chmod(0o644)  # readable by others: the client warns at import and again at authentication
+
+    fetched = subprocess.run(fetch_command(tmp_path), capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "COLUMNS": "400"})
+
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stderr.count("Your Kaggle API key is readable by other users") == 1, fetched.stderr
 
 
 def test_fetch_with_wrong_credentials_fails_with_401(served, tiny_config, workspace, kaggle_credentials):

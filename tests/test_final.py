@@ -129,3 +129,26 @@ def test_cli_shows_library_parameter_errors_as_its_flags(tmp_path):
     for args, message in cases.items():
         result = invoke("ensemble", "-c", folder, "--workspace", base, *args)
         assert result.exit_code == 1 and message in result.stderr, (args, result.output)
+
+
+def test_ensemble_of_one_model_says_its_csv_is_the_final_csv(tmp_path):
+    folder, _, workspace = match_workspace(tmp_path, quality={"only": (0.6, 2)})
+    for args in ((), ("--tune",)):
+        result = invoke("ensemble", "-c", folder, "--workspace", tmp_path / "work", *args)
+
+        assert result.exit_code == 1
+        assert (f"with one model (only), its CSV {workspace.submission_csv('only')} is the final CSV itself"
+                in result.stderr), result.stderr
+        assert "run compkit predict" not in result.stderr
+
+
+def test_ensemble_with_model_csvs_missing_names_them_and_says_to_predict(tmp_path):
+    folder, _, workspace = match_workspace(tmp_path)
+    for name in ("loose", "other"):
+        workspace.submission_csv(name).unlink()
+
+    result = invoke("ensemble", "-c", folder, "--workspace", tmp_path / "work")
+
+    assert result.exit_code == 1
+    assert "found 1 of 3 model CSVs" in result.stderr, result.stderr
+    assert "(missing: loose, other): run compkit predict -c ens-tune first" in result.stderr

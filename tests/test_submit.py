@@ -349,6 +349,23 @@ def test_a_model_csv_is_submitted_with_its_tuned_oof_score(tuned_workspace, kagg
     assert kaggle_server.calls("CreateSubmission")[0].body["submissionDescription"] == row["message"]
 
 
+def test_a_model_csv_with_the_ensembles_bytes_is_submitted_as_that_model(tuned_workspace):
+    # As with Shopee's 3-row visible test, where every CSV can hold the same bytes: the file named is what it is.
+    folder, base = tuned_workspace
+    space = Workspace(base / TUNED_SLUG)
+    model_csv, ensemble_csv = space.submission_csv("tfidf-char"), space.submission_csv("ensemble")
+    ensemble_csv.write_bytes(model_csv.read_bytes())
+    oof_score = read_json(space.tuned_params("tfidf-char"))["oof_score"]
+
+    as_model = invoke("submit", "-c", folder, "--workspace", base, "-f", model_csv, "--dry-run")
+    as_ensemble = invoke("submit", "-c", folder, "--workspace", base, "-f", ensemble_csv, "--dry-run")
+
+    assert as_model.exit_code == 0 and as_ensemble.exit_code == 0, as_model.output + as_ensemble.output
+    assert f"CV {oof_score:.6f}) to Kaggle" in as_model.stdout.replace("\n", "")
+    assert f"with message 'compkit tfidf-char CV {oof_score:.6f}'" in as_model.stdout.replace("\n", "")
+    assert "with message 'compkit ensemble'" in as_ensemble.stdout.replace("\n", "")  # edited: no CV
+
+
 def test_run_with_submit_uploads_the_ensemble_at_the_end(tuned_workspace, kaggle_server, kaggle_credentials):
     folder, base = tuned_workspace
     competition = kaggle_server.add_competition(TUNED_SLUG, {})

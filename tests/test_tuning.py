@@ -15,12 +15,12 @@ from compkit.config import load_config
 from compkit.data.fetch import fetch_competition
 from compkit.data.folds import build_folds
 from compkit.embeddings.runner import run_models
-from compkit.errors import DataError, ParameterError, StaleArtifactError
+from compkit.errors import ConfigError, DataError, ParameterError, StaleArtifactError
 from compkit.predict import predict_model
 from compkit.retrieval.single import oof_neighbors
 from compkit.scoring import score_submission
 from compkit.tuning import study as study_module
-from compkit.tuning.study import default_study_name, read_tuned, storage_url, tune_model
+from compkit.tuning.study import default_study_name, open_study, read_tuned, storage_url, tune_model
 from compkit.tuning.tuned import TunedModel, load_tuned
 from compkit.workspace import Workspace
 
@@ -256,3 +256,11 @@ def test_blending_stages_change_the_cached_neighbours_and_still_predict(embedded
     tune_model(blended_config, workspace, blended_config.model("tfidf-word"), trials=5)
     result = predict_model(blended_config, workspace, blended_config.model("tfidf-word"))
     assert score_submission(blended_config, workspace, result.submission).score > 0
+
+
+def test_a_read_only_study_storage_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "study.sqlite3"
+    open_study(f"sqlite:///{path}", "s", seed=0).optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    with pytest.raises(ConfigError, match=r"--storage .*study.sqlite3.*: cannot open \(attempt to write a readonly"):
+        open_study(url, "s", seed=0)

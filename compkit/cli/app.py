@@ -8,16 +8,20 @@ from compkit import __version__
 from compkit.cli import (
     data_commands,
     ensemble_command,
+    inspect_commands,
     run_command,
     score_command,
     submit_commands,
     train_commands,
     tune_commands,
 )
+from compkit.cli.help_format import HelpGroup, HelpTyper
 
-app = typer.Typer(
+app = HelpTyper(
     name="compkit",
     help="Run a Kaggle retrieval competition from download to submission.",
+    cls=HelpGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -44,6 +48,7 @@ tune_commands.register(app)
 ensemble_command.register(app)
 run_command.register(app)
 submit_commands.register(app)
+inspect_commands.register(app)
 
 
 def main() -> None:

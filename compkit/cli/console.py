@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from compkit.errors import CompkitError, ParameterError
+from compkit.progress import PlainProgress, ProgressTask
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -109,9 +110,15 @@ class _RichTask:
 
 
 class RichProgress:
-    """compkit.progress.Progress drawn with rich on stderr; use as a context manager."""
+    """compkit.progress.Progress drawn with rich on stderr; use as a context manager.
+
+    Without a terminal (nohup, a notebook's "Save & Run All", CI) bars would be drawn nowhere: training then
+    prints plain lines instead (compkit.progress.PlainProgress), unless COMPKIT_PROGRESS=1 asks for the bars.
+    """
 
     def __init__(self, console: Console = stderr) -> None:
+        no_bars = not console.is_terminal and not os.environ.get("COMPKIT_PROGRESS")
+        self._plain = PlainProgress(console.file) if no_bars else None
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("[progress.description]{task.description}"),
@@ -121,7 +128,7 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=console,
-            disable=not console.is_terminal and not os.environ.get("COMPKIT_PROGRESS"),
+            disable=no_bars,
         )
 
     def __enter__(self) -> RichProgress:
@@ -131,7 +138,9 @@ class RichProgress:
     def __exit__(self, *exc_info: object) -> None:
         self._progress.stop()
 
-    def task(self, description: str, total: float | None = None) -> _RichTask:
+    def task(self, description: str, total: float | None = None) -> ProgressTask:
+        if self._plain is not None:
+            return self._plain.task(description, total=total)
         return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
 
     def log(self, message: str) -> None:

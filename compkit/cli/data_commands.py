@@ -11,7 +11,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, fail, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, WorkspaceBase
+from compkit.cli.options import (
+    Competition,
+    DataSourceName,
+    Force,
+    InPlace,
+    LocalPath,
+    Models,
+    Overrides,
+    WorkspaceBase,
+    open_config,
+)
 from compkit.config import available_competitions, load_config, resolve_config_path
 from compkit.errors import CompkitError, ConfigError
 from compkit.scaffold import init_competition
@@ -58,42 +68,50 @@ def competitions() -> None:
 
 def init(
     slug: Annotated[str, typer.Argument(help="The competition's slug, as in its Kaggle URL.")],
-    task: Annotated[str, typer.Option("--task", help="match (Shopee-style) or identify (Happywhale-style).")],
+    task: Annotated[
+        str | None, typer.Option("--task", metavar="<match|identify>",
+                                   help="match (Shopee-style) or identify (Happywhale-style).")
+    ] = None,
+    copy_of: Annotated[
+        str | None, typer.Option("--from", help="Copy this competition's config (e.g. a shipped one) instead.",
+                                 show_default=False)
+    ] = None,
     directory: Annotated[Path, typer.Option("--dir", help="Folder of competition folders.")] = Path("competitions"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing competition.toml.")] = False,
 ) -> None:
-    """Scaffold competitions/SLUG/competition.toml with the task's standard Kaggle columns."""
+    """Scaffold competitions/SLUG/competition.toml: the task's standard Kaggle columns, or a copy (--from)."""
 
-    path = init_competition(slug, task, directory=directory, force=force)
+    path = init_competition(slug, task, directory=directory, force=force, copy_of=copy_of)
     stderr.print(f"wrote {path}: edit the columns and models, then run `compkit fetch -c {slug}`")
     stdout.print(str(path), highlight=False)
 
 
 def fetch(
-    competition: Competition,
-    source: Annotated[
-        str | None, typer.Option("--source", help="kaggle, local or synthetic (default: the config's).")
-    ] = None,
-    path: Annotated[Path | None, typer.Option("--path", help="Folder or zip for --source local.")] = None,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    source: DataSourceName = None,
+    path: LocalPath = None,
+    in_place: InPlace = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
-    """Download (or copy, or generate) the competition's data into the workspace."""
+    """Download (or copy, link in place, or generate) the competition's data into the workspace."""
     from compkit.data.fetch import fetch_competition
 
-    config = load_config(competition)
+    config = open_config(competition, overrides)
     space = Workspace.for_competition(config.slug, workspace)
     with RichProgress() as progress:
-        result = fetch_competition(config, space, source=source, path=path, force=force, progress=progress)
+        result = fetch_competition(config, space, source=source, path=path, in_place=in_place, force=force,
+                                   progress=progress)
     stderr.print(result.message, highlight=False)
     stdout.print(str(result.data_dir), highlight=False)
 
 
-def check(competition: Competition, workspace: WorkspaceBase = None) -> None:
+def check(competition: Competition = None, overrides: Overrides = None, workspace: WorkspaceBase = None) -> None:
     """Check the fetched tables and images against the config, as fetch does before swapping data in."""
     from compkit.data.checks import check_data
 
-    config = load_config(competition)
+    config = open_config(competition, overrides)
     space = Workspace.for_competition(config.slug, workspace)
     with RichProgress() as progress:
         result = check_data(config, space.data_dir, progress=progress)
@@ -101,19 +119,24 @@ def check(competition: Competition, workspace: WorkspaceBase = None) -> None:
 
 
 def folds(
-    competition: Competition,
-    n_splits: Annotated[int | None, typer.Option("--n-splits", help="Number of folds.")] = None,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    n_splits: Annotated[int | None, typer.Option("--n-splits", help="Number of folds (default: the config's).")] = None,
     strategy: Annotated[
-        str | None, typer.Option("--strategy", help="stratified, group or stratified-group.")
+        str | None, typer.Option("--strategy", metavar="<stratified|group|stratified-group>",
+                                   help="How rows are split (default: the config's, else group for match and "
+                                   "stratified for identify).")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the split.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed of the split (default: the config's).")
+    ] = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Assign every training row to a fold and print the fold sizes (fresh folds are kept, unless --force)."""
     from compkit.data.folds import build_folds
 
-    config = load_config(competition)
+    config = open_config(competition, overrides)
     space = Workspace.for_competition(config.slug, workspace)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -134,15 +157,18 @@ def folds(
 
 
 def status(
-    competition: Competition,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    models: Models = None,
     workspace: WorkspaceBase = None,
     verify: bool = typer.Option(False, "--verify", help="Also hash every artifact's files against its manifest "
                                 "(reads them all); exit 1 when one is damaged."),
 ) -> None:
     """Show each stage's artifacts: fresh, stale, damaged, present (not judged) or missing."""
+    from compkit.stages import next_command
     from compkit.status import stage_statuses
 
-    config = load_config(competition)
+    config = open_config(competition, overrides, models)
     space = Workspace.for_competition(config.slug, workspace)
     table = Table("stage", "state", "artifact", "detail", title=f"{config.slug} ({space.root})")
     entries = stage_statuses(config, space, verify=verify)
@@ -153,6 +179,9 @@ def status(
         table.add_row(entry.stage, f"[{style}]{entry.state}[/]", str(relative), entry.detail)
     stdout.print(table)
     _warn_on_rankings(config, space)
+    command = next_command(config, entries)
+    stderr.print(f"next: {command}  (or compkit run -c {config.slug}: every stage that is not fresh)" if command
+                 else "every stage is fresh", highlight=False)
     damaged = [entry.stage for entry in entries if entry.state == "damaged"]
     if verify and damaged:
         stderr.print(f"[red]error:[/] {len(damaged)} stages have damaged artifacts ({escape(', '.join(damaged))}); "

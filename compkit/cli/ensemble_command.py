@@ -10,8 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, WorkspaceBase
-from compkit.config import load_config
+from compkit.cli.options import Competition, Force, Overrides, WorkspaceBase, open_config
 from compkit.errors import ParameterError
 from compkit.workspace import Workspace
 
@@ -24,25 +23,32 @@ def register(app: typer.Typer) -> None:
 
 
 def ensemble(
-    competition: Competition,
+    competition: Competition = None,
+    overrides: Overrides = None,
     csvs: Annotated[
         list[Path] | None, typer.Argument(help="CSVs to combine (default: every model's test CSV).")
     ] = None,
     method: Annotated[
         str | None,
-        typer.Option("--method", help="vote (match), rank (identify); concat or score (identify) of embeddings."),
+        typer.Option("--method", metavar="<vote|rank|concat|score>",
+                     help="vote (match) or rank (identify) combine the CSVs; concat (match or identify) or score "
+                     "(identify) combine the models' embeddings (default: vote for match, rank for identify)."),
     ] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="Comma-separated weight per CSV.")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="Comma-separated weight per CSV (default: the tuned ones, else equal)."),
+    ] = None,
     vote_threshold: Annotated[
         float | None,
         typer.Option("--vote-threshold",
-                     help="match: keep pairs with this share of the weight (default 0.5 or the tuned one)."),
+                     help="match: keep pairs with this share of the weight (default: the tuned one, else 0.5)."),
     ] = None,
     tune: Annotated[
         bool, typer.Option("--tune", help="First tune the weights (and vote threshold) on the models' OOF CSVs.")
     ] = False,
     select: Annotated[
-        str, typer.Option("--select", help="With --tune: optuna, or greedy (Caruana's forward selection).")
+        str, typer.Option("--select", metavar="<optuna|greedy>",
+                        help="With --tune: optuna, or greedy (Caruana's forward selection).")
     ] = "optuna",
     trials: Annotated[int, typer.Option("--trials", help="With --select optuna: trials added to the study.")] = 200,
     rounds: Annotated[int, typer.Option("--rounds", help="With --select greedy: selection rounds.")] = 25,
@@ -50,7 +56,10 @@ def ensemble(
         list[str] | None,
         typer.Option("--model", help="concat/score: a model to combine (repeat; default: every embedding model)."),
     ] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write the ensemble.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Where to write the ensemble (default: submissions/ensemble.csv)."),
+    ] = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
@@ -61,7 +70,7 @@ def ensemble(
     from compkit.ensemble.final import make_ensemble  # late, like every command's library: `--help` stays fast
     from compkit.ensemble.weights import solution_scores
 
-    config = load_config(competition)
+    config = open_config(competition, overrides)
     space = Workspace.for_competition(config.slug, workspace)
     with RichProgress() as progress:
         made = make_ensemble(config, space, csvs, method=method, weights=_parse_weights(weights),

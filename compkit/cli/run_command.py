@@ -9,9 +9,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Knn, WorkspaceBase
+from compkit.cli.options import (
+    Competition,
+    DataSourceName,
+    InPlace,
+    Knn,
+    LocalPath,
+    Models,
+    Overrides,
+    WorkspaceBase,
+    open_config,
+)
 from compkit.cli.submit_commands import Message, Wait, WaitTimeout, submit_file
-from compkit.config import load_config, with_knn_backend
 from compkit.workspace import Workspace
 
 
@@ -20,10 +29,13 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    competition: Competition,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    models: Models = None,
     trials: Annotated[int, typer.Option("--trials", help="Tuning trials added per model.")] = 50,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel training workers.")] = 1,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option("--device", metavar="<auto|cpu|cuda>", help="Where to train: auto (CUDA "
+                                        "when torch sees a GPU), cpu or cuda.")] = "auto",
     submit: Annotated[
         bool, typer.Option("--submit", help="Then submit the ensemble (or the only model's CSV) to Kaggle.")
     ] = False,
@@ -33,16 +45,31 @@ def run(
     knn: Knn = None,
     verify: Annotated[bool, typer.Option("--verify", help="First hash every artifact against its manifest and "
                                          "remake those whose files changed.")] = False,
+    source: DataSourceName = None,
+    path: LocalPath = None,
+    in_place: InPlace = None,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores.
 
     With --submit the final CSV is then submitted as `compkit submit` does (--message, --wait, --timeout).
+    --source/--path/--in-place choose where missing or changed data is fetched from, as `compkit fetch` does
+    (default: the local folder it was fetched from, else the config's source); data that is intact is used as
+    it is, without asking Kaggle.
     """
+    from compkit.data.fetch import with_data_source, with_recorded_source
     from compkit.pipeline import run_pipeline
 
-    config = with_knn_backend(load_config(competition), knn)
+    config = open_config(competition, overrides, models, knn=knn)
     space = Workspace.for_competition(config.slug, workspace)
+    if submit:
+        from compkit.submit.upload import refuse_code_competition
+
+        refuse_code_competition(config)  # before the run, not after it
+    if source is None and path is None and in_place is None:
+        config = with_recorded_source(config, space)  # data fetched from a local folder is refreshed from it
+    else:
+        config = with_data_source(config, source=source, path=path, in_place=in_place)
     with RichProgress() as progress:
         report = run_pipeline(
             config, space, trials=trials, device=device, jobs=jobs, verify=verify, progress=progress,

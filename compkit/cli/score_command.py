@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from compkit.cli.console import handle_errors, stdout
-from compkit.cli.options import AsJson, Competition, WorkspaceBase
-from compkit.config import load_config
+from compkit.cli.options import AsJson, Competition, Overrides, WorkspaceBase, open_config
 from compkit.workspace import Workspace
 
 
@@ -19,8 +18,9 @@ def register(app: typer.Typer) -> None:
 
 
 def score(
-    competition: Competition,
     submission: Annotated[Path, typer.Argument(help="The submission CSV to score.")],
+    competition: Competition = None,
+    overrides: Overrides = None,
     solution: Annotated[
         Path | None, typer.Option("--solution", help="Truth CSV (default: the competition's solution file).")
     ] = None,
@@ -30,7 +30,7 @@ def score(
     """Score SUBMISSION exactly as Kaggle does (mean row-wise F1, or MAP@5)."""
     from compkit.scoring import score_submission
 
-    config = load_config(competition)
+    config = open_config(competition, overrides)
     space = Workspace.for_competition(config.slug, workspace)
     result = score_submission(config, space, submission, solution_path=solution)
     if as_json:

@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import AsJson, Competition, WorkspaceBase
-from compkit.config import load_config, resolve_config_path
+from compkit.cli.options import AsJson, Competition, Models, Overrides, WorkspaceBase, open_config
+from compkit.config import project_competition, resolve_config_path
 from compkit.workspace import Workspace
 
 STATUS_STYLES = {"complete": "green", "pending": "yellow", "uploading": "yellow", "pushed": "cyan",
@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
 
 
 def submit(
-    competition: Competition,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    models: Models = None,
     file: Annotated[
         Path | None,
         typer.Option("-f", "--file", help="CSV to submit (default: the ensemble, or the only model's CSV)."),
@@ -67,10 +69,10 @@ def submit(
     workspace: WorkspaceBase = None,
 ) -> None:
     """Validate a submission CSV, upload it to Kaggle and record it in the ledger (or push a kernel)."""
-    config = load_config(competition)
+    config = open_config(competition, overrides, models)
     space = Workspace.for_competition(config.slug, workspace)
     if kernel:
-        _submit_kernel(competition, config, space, kernel_id=kernel_id, wheels_dataset=wheels_dataset,
+        _submit_kernel(competition, overrides, config, space, kernel_id=kernel_id, wheels_dataset=wheels_dataset,
                        weights_dataset=weights_dataset, extra_wheels=extra_wheels or [],
                        placeholder_rows=placeholder_rows, message=message, dry_run=dry_run)
         return
@@ -104,7 +106,8 @@ def submit_file(config, space: Workspace, *, file: Path | None, message: str | N
 
 
 def submissions(
-    competition: Competition,
+    competition: Competition = None,
+    overrides: Overrides = None,
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Ask Kaggle for the scores of pending submissions, and what became "
                                              "of uploads a killed submit left, first.")
@@ -116,7 +119,7 @@ def submissions(
     from compkit.submit.ledger import read_ledger
     from compkit.submit.upload import refresh_ledger
 
-    config = load_config(competition)
+    config = open_config(competition, overrides)
     space = Workspace.for_competition(config.slug, workspace)
     if refresh:
         with RichProgress() as progress:
@@ -152,7 +155,8 @@ def _gap(cv_score, public_score) -> str:
     return "-" if gap != gap else f"{gap:+.4f}"
 
 
-def _submit_kernel(competition: str, config, space: Workspace, *, kernel_id: str | None, wheels_dataset: str | None,
+def _submit_kernel(competition: str | None, overrides: list[str] | None, config, space: Workspace, *,
+                   kernel_id: str | None, wheels_dataset: str | None,
                    weights_dataset: str | None, extra_wheels: list[Path], placeholder_rows: int, message: str | None,
                    dry_run: bool) -> None:
     """Write the kernel folder, then (unless dry_run) push it, printing where it is and what Kaggle said."""
@@ -160,7 +164,8 @@ def _submit_kernel(competition: str, config, space: Workspace, *, kernel_id: str
 
     spec = kernel_spec(kernel_id=kernel_id, wheels_dataset=wheels_dataset, weights_dataset=weights_dataset,
                        placeholder_rows=placeholder_rows, extra_wheels=extra_wheels, slug=config.slug)
-    folder = write_kernel(config, space, spec, config_path=resolve_config_path(competition))
+    folder = write_kernel(config, space, spec, config_path=resolve_config_path(competition or project_competition()),
+                          overrides=overrides or ())
     stderr.print(escape(f"kernel {spec.kernel_id} written to {folder.notebook}; its datasets {spec.wheels_dataset} "
                         f"and {spec.weights_dataset} to {folder.wheels} and {folder.weights}"), highlight=False)
     if dry_run:

@@ -8,13 +8,16 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, Knn, WorkspaceBase
-from compkit.config import load_config, with_knn_backend
+from compkit.cli.options import Competition, Force, Knn, Models, Overrides, WorkspaceBase, open_config
 from compkit.workspace import Workspace
 
-FoldChoice = Annotated[str, typer.Option("--fold", help="Fold to hold out, or 'all'.")]
-ModelNames = Annotated[list[str] | None, typer.Option("--model", help="Model name (repeat for several; default: all).")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+FoldChoice = Annotated[
+    list[str] | None,
+    typer.Option("--fold", metavar="K[,K...]|all", help="Folds to hold out: repeat or separate with commas "
+                 "(--fold 0,1); default: all.", show_default=False),
+]
+Device = Annotated[str, typer.Option("--device", metavar="<auto|cpu|cuda>",
+                                     help="Where to train: auto (CUDA when torch sees a GPU), cpu or cuda.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -23,44 +26,47 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    competition: Competition,
-    fold: FoldChoice = "all",
-    model: ModelNames = None,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    fold: FoldChoice = None,
+    model: Models = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel worker processes (threads are split among them).")] = 1,
     device: Device = "auto",
-    backend: Annotated[str, typer.Option("--backend", help="joblib backend: loky (local) or dask.")] = "loky",
+    backend: Annotated[str, typer.Option("--backend", metavar="<loky|dask>", help="joblib backend: loky (local "
+                                         "processes) or dask (--scheduler).")] = "loky",
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address.")] = None,
     knn: Knn = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Train every model on the other folds, score the held-out fold, and cache OOF and test embeddings."""
-    _run(competition, fold, model, jobs, device, backend, scheduler, workspace, embed_only=False, knn=knn,
+    _run(competition, overrides, fold, model, jobs, device, backend, scheduler, workspace, embed_only=False, knn=knn,
          force=force)
 
 
 def embed(
-    competition: Competition,
-    fold: FoldChoice = "all",
-    model: ModelNames = None,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    fold: FoldChoice = None,
+    model: Models = None,
     device: Device = "auto",
     force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Rebuild OOF and test embeddings from the trained checkpoints alone (no training)."""
-    _run(competition, fold, model, 1, device, "loky", None, workspace, embed_only=True, force=force)
+    _run(competition, overrides, fold, model, 1, device, "loky", None, workspace, embed_only=True, force=force)
 
 
-def _run(competition, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool,
+def _run(competition, overrides, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool,
          knn: str | None = None, force: bool = False) -> None:
     from compkit.embeddings.runner import parse_folds, run_models
 
-    config = with_knn_backend(load_config(competition), knn)
+    config = open_config(competition, overrides, models, knn=knn)
     space = Workspace.for_competition(config.slug, workspace)
     folds = parse_folds(fold, space)
     with RichProgress() as progress:
         outcomes = run_models(
-            config, space, folds=folds, models=models, jobs=jobs, device=device, backend=backend,
+            config, space, folds=folds, jobs=jobs, device=device, backend=backend,
             scheduler=scheduler, embed_only=embed_only, force=force, progress=progress,
         )
     table = Table("model", "fold", "training", "best epoch", "held-out score", "threshold", "embeddings",

@@ -9,11 +9,9 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, Knn, WorkspaceBase
-from compkit.config import load_config, with_knn_backend
+from compkit.cli.options import Competition, Force, Knn, Models, Overrides, WorkspaceBase, open_config
+from compkit.config import model_names
 from compkit.workspace import Workspace
-
-ModelNames = Annotated[list[str] | None, typer.Option("--model", help="Model name (repeat for several; default: all).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -22,8 +20,9 @@ def register(app: typer.Typer) -> None:
 
 
 def tune_threshold(
-    competition: Competition,
-    model: ModelNames = None,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    model: Models = None,
     trials: Annotated[int, typer.Option("--trials", help="Trials to add to each model's study.")] = 50,
     storage: Annotated[
         str | None, typer.Option("--storage", help="SQLAlchemy URL of the study storage (default: SQLite file).")
@@ -33,7 +32,8 @@ def tune_threshold(
         typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>.<search space hash>)."),
     ] = None,
     candidates: Annotated[
-        str, typer.Option("--candidates", help="match: search OOF queries against 'all' training rows or their 'fold'.")
+        str, typer.Option("--candidates", metavar="<all|fold>",
+                          help="match: search OOF queries against all training rows or only their fold's.")
     ] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
     knn: Knn = None,
@@ -47,9 +47,9 @@ def tune_threshold(
     """
     from compkit.tuning.study import tune_model
 
-    config = with_knn_backend(load_config(competition), knn)
+    config = open_config(competition, overrides, model, knn=knn)
     space = Workspace.for_competition(config.slug, workspace)
-    models = [config.model(name) for name in model] if model else list(config.models)
+    models = [config.model(name) for name in model_names(model)] or list(config.models)
     table = Table("model", "OOF score (tuned)", "default threshold", "other candidates", "parameters", "trials",
                   title=f"{config.slug}: tuned on OOF predictions")
     results = []
@@ -67,8 +67,9 @@ def tune_threshold(
 
 
 def predict(
-    competition: Competition,
-    model: ModelNames = None,
+    competition: Competition = None,
+    overrides: Overrides = None,
+    model: Models = None,
     knn: Knn = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
@@ -76,9 +77,9 @@ def predict(
     """Write submissions/<model>.csv (test) and oof/<model>.csv with each model's tuned parameters."""
     from compkit.predict import predict_model
 
-    config = with_knn_backend(load_config(competition), knn)
+    config = open_config(competition, overrides, model, knn=knn)
     space = Workspace.for_competition(config.slug, workspace)
-    models = [config.model(name) for name in model] if model else list(config.models)
+    models = [config.model(name) for name in model_names(model)] or list(config.models)
     table = Table("model", "submission", "test rows", "oof rows", "", title=f"{config.slug}: predictions")
     for entry in models:
         result = predict_model(config, space, entry, force=force)

@@ -13,7 +13,7 @@ from compkit.config import CompetitionConfig
 from compkit.data.checks import check_data
 from compkit.data.sources import DataSource, human_size
 from compkit.data.sources.kaggle import KaggleSource
-from compkit.data.sources.local import LocalSource
+from compkit.data.sources.local import LocalSource, link_entries
 from compkit.data.tables import data_inputs
 from compkit.errors import ConfigError, DataError
 from compkit.kaggle_client import RetryPolicy
@@ -51,6 +51,7 @@ def fetch_competition(
     *,
     source: str | None = None,
     path: Path | None = None,
+    in_place: bool | None = None,
     force: bool = False,
     progress: Progress = NO_PROGRESS,
     retry: RetryPolicy | None = None,
@@ -62,11 +63,12 @@ def fetch_competition(
     nothing is fetched when the manifest says the data came from the same origin (same Kaggle file listing,
     same local files, same synthetic settings) and the files on disk still match it. One fetch runs at a time
     per workspace (CompkitError naming the other's pid); it first removes what a killed fetch left behind.
+    `source`, `path` and `in_place` override the config's `source`, `path` and `in_place` (see
+    `with_data_source`); a local folder used in place is linked, not copied, and checked all the same.
     """
-    name = source or config.source
-    if path is not None and name != "local":
-        raise ConfigError(f"--path is for --source local; {config.slug} would fetch from {name}")
-    data_source = make_source(name, config, path=path, retry=retry, progress=progress)
+    config = with_data_source(config, source=source, path=path, in_place=in_place)
+    name = config.source
+    data_source = make_source(name, config, path=local_path(config), retry=retry, progress=progress)
     origin = data_source.origin()
     with exclusive_lock(workspace.stage_lock("fetch"), holder="compkit fetch"):
         _remove_abandoned_scratch(workspace)
@@ -114,7 +116,7 @@ def make_source(
     if name == "kaggle":
         return KaggleSource(config.kaggle or config.slug, retry=retry, progress=progress)
     if name == "local":
-        return LocalSource(path)
+        return LocalSource(path, in_place=config.in_place)
     if name == "synthetic":
         if config.synthetic is None:
             raise ConfigError(f"{config.slug}: --source synthetic needs a [synthetic] table in competition.toml")
@@ -122,17 +124,74 @@ def make_source(
     raise ConfigError(f"unknown source {name!r} (choose from: {', '.join(SOURCES)})")
 
 
+def with_data_source(
+    config: CompetitionConfig, *, source: str | None = None, path: Path | str | None = None,
+    in_place: bool | None = None,
+) -> CompetitionConfig:
+    """Return `config` fetching from `source`, `path` and `in_place` where given (`--source/--path/--in-place`).
+
+    `path` and `in_place` are for a local source only: ConfigError otherwise.
+    """
+    name = source or config.source
+    if name not in SOURCES:
+        raise ConfigError(f"unknown source {name!r} (choose from: {', '.join(SOURCES)})")
+    if path is not None and name != "local":
+        raise ConfigError(f"--path is for --source local; {config.slug} would fetch from {name}")
+    if in_place is not None and name != "local":
+        raise ConfigError(f"--in-place and --copy are for --source local; {config.slug} would fetch from {name}")
+    changes = {"source": name, "path": None if path is None else str(Path(path).expanduser()), "in_place": in_place}
+    return dataclasses.replace(config, **{key: value for key, value in changes.items() if value is not None})
+
+
+def with_recorded_source(config: CompetitionConfig, workspace: Workspace) -> CompetitionConfig:
+    """Return `config` fetching from the local folder data/ came from, while it is there (else `config` as is).
+
+    So `compkit run` fetches data that `fetch --source local` brought, and that is now missing files or
+    changed, from that folder again (copied or in place, as before), offline, not from the config's source.
+    A config that names its own local `path` keeps it.
+    """
+    if local_path(config) is not None:
+        return config
+    manifest = read_manifest(workspace.data_dir) or {}
+    origin = manifest.get("origin") or {}
+    folder = origin.get("path")
+    if manifest.get("source") != "local" or not isinstance(folder, str) or not Path(folder).exists():
+        return config
+    return dataclasses.replace(config, source="local", path=folder, in_place=origin.get("in_place") is True)
+
+
+def local_path(config: CompetitionConfig) -> Path | None:
+    """Return the folder or zip a local source reads (the config's `path`), or None when it names none."""
+    return Path(config.path) if config.source == "local" and config.path else None
+
+
 def origin_change(config: CompetitionConfig, workspace: Workspace) -> str | None:
     """Return why data/ no longer matches the config's own settings, judged offline (None: it still does).
 
-    Only a generated source can be judged without asking anyone: its origin is the generator and its
-    settings. Whether Kaggle's files changed is asked by an explicit `compkit fetch`, never by a judgement.
+    Only a generated or local source can be judged without asking anyone: its origin is the generator and
+    its settings, or the local folder's path and listing (when the config names its path). Whether Kaggle's
+    files changed is asked by an explicit `compkit fetch`, never by a judgement.
     """
     manifest = read_manifest(workspace.data_dir) or {}
+    if local_path(config) is not None:
+        return _local_origin_change(config, manifest)
     if config.synthetic is None or manifest.get("source") != "synthetic":
         return None
     if manifest.get("origin") != SyntheticSource(config).origin():
         return "the synthetic generator or its settings changed"
+    return None
+
+
+def _local_origin_change(config: CompetitionConfig, manifest: dict[str, Any]) -> str | None:
+    try:
+        source = LocalSource(local_path(config), in_place=config.in_place)
+    except DataError:  # gone or unreadable: a copy is intact without it; in place, data_inputs sees the loss
+        return None
+    origin = source.origin()
+    if manifest.get("source") != "local" or (manifest.get("origin") or {}).get("path") != origin["path"]:
+        return f"data/ came from {manifest.get('source') or 'elsewhere'}, not from {source.path}"
+    if manifest.get("origin") != origin:
+        return f"{source.description} changed since it was fetched (or --in-place/--copy changed)"
     return None
 
 
@@ -208,6 +267,11 @@ def _hoist_single_folder(staging: Path, config: CompetitionConfig) -> None:
         return
     if not (entries[0] / train).is_file():
         return
+    if entries[0].is_symlink():  # a local folder used in place: link the lone folder's entries instead
+        folder = entries[0].resolve()
+        entries[0].unlink()
+        link_entries(folder, staging)
+        return
     lifted = staging.with_name(staging.name + ".lifted")
     os.replace(entries[0], lifted)
     staging.rmdir()
@@ -216,7 +280,7 @@ def _hoist_single_folder(staging: Path, config: CompetitionConfig) -> None:
 
 def _count_files(folder: Path) -> tuple[int, int]:
     n_files = n_bytes = 0
-    for directory, _, names in os.walk(folder):
+    for directory, _, names in os.walk(folder, followlinks=True):  # in place: the linked files
         for name in names:
             n_files += 1
             n_bytes += os.path.getsize(os.path.join(directory, name))

@@ -331,10 +331,13 @@ def build_folds(
         if not force and is_fresh(workspace.folds_path, folds_inputs(config, workspace, settings)):
             folds = load_folds(config, workspace)
             return _result(workspace, settings, folds, config.columns.label, written=False)
-        return _build_folds(config, workspace, settings)
+        chosen = any(value is not None for value in (n_splits, strategy, seed))
+        return _build_folds(config, workspace, settings, chosen=chosen)
 
 
-def _build_folds(config: CompetitionConfig, workspace: Workspace, settings: FoldSettings) -> FoldsResult:
+def _build_folds(
+    config: CompetitionConfig, workspace: Workspace, settings: FoldSettings, *, chosen: bool
+) -> FoldsResult:
     """Return the folds made with `settings`, written with their manifest (the caller holds the folds lock)."""
     train = load_train(config, workspace)
     id_column, label_column = config.columns.id, config.columns.label
@@ -353,7 +356,8 @@ def _build_folds(config: CompetitionConfig, workspace: Workspace, settings: Fold
     )
     folds = pd.DataFrame({id_column: train[id_column], label_column: train[label_column], FOLD_COLUMN: fold})
     write_csv(workspace.folds_path, folds)
-    write_manifest(workspace.folds_path, folds_inputs(config, workspace, settings), rows=len(folds))
+    write_manifest(workspace.folds_path, folds_inputs(config, workspace, settings), rows=len(folds),
+                   chosen_by_options=chosen)
     return _result(workspace, settings, folds, label_column, written=True)
 
 

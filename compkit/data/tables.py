@@ -129,5 +129,5 @@ def _scan_files(folder: Path):
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
+                elif entry.is_file():  # a linked file (data/ used in place) is listed by its target
                     yield entry

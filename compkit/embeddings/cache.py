@@ -22,8 +22,7 @@ from compkit.config import NEURAL_KINDS, CompetitionConfig, ModelConfig, is_trai
 from compkit.data.tables import load_test
 from compkit.errors import DamagedArtifact, StaleArtifactError
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.schema import to_plain
-from compkit.training.rows import fold_rows, upstream_fingerprint
+from compkit.training.rows import fold_rows, model_inputs, upstream_fingerprint
 from compkit.workspace import Workspace, atomic_path, embedding_stem, file_sha256, is_fresh, write_manifest
 
 
@@ -39,7 +38,7 @@ def fold_dir_inputs(config: CompetitionConfig, model: ModelConfig, fold: int, wo
     """Return what a fold's cached embeddings are made from (checkpoint hash for trained models)."""
 
     inputs = {
-        "model": to_plain(model),
+        "model": model_inputs(model),
         "fold": fold,
         "dtype": config.embeddings.dtype,
         "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from compkit.config import COMBINED_KINDS, CompetitionConfig, is_trained
@@ -21,19 +22,25 @@ class TaskOutcome:
     embedded: EmbeddingResult
 
 
-def parse_folds(fold: str, workspace: Workspace) -> list[int]:
-    """Return the folds that `fold` names: 'all' (every fold of folds.csv) or one of them."""
+def parse_folds(fold: str | Sequence[str] | None, workspace: Workspace) -> list[int]:
+    """Return the folds that `fold` names: 'all' or None (every fold of folds.csv), or fold numbers, given as
+    repeated values and/or separated by commas ("0,1"), in order without repeats."""
     folds = workspace.fold_range()
-    if fold == "all":
+    values = [fold] if isinstance(fold, str) else list(fold or [])
+    parts = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if not parts or parts == ["all"]:
         return folds
-    try:
-        value = int(fold)
-    except ValueError:
-        raise ParameterError("fold", fold, "must be an integer or 'all'") from None
-    if value not in folds:
-        raise ParameterError("fold", value, f"must be between 0 and {len(folds) - 1} (or 'all'): "
-                                            f"{workspace.folds_path.name} has {len(folds)} folds")
-    return [value]
+    chosen = []
+    for part in parts:
+        try:
+            value = int(part)
+        except ValueError:
+            raise ParameterError("fold", part, "must be fold numbers (0,1) or 'all'") from None
+        if value not in folds:
+            raise ParameterError("fold", value, f"must be between 0 and {len(folds) - 1} (or 'all'): "
+                                                f"{workspace.folds_path.name} has {len(folds)} folds")
+        chosen.append(value)
+    return list(dict.fromkeys(chosen))
 
 
 def run_model_fold(

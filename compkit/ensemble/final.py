@@ -255,11 +255,18 @@ def _combine(config, workspace: Workspace, names: list[str], csvs: list[Path] | 
 
 
 def _model_names(config: CompetitionConfig, workspace: Workspace) -> list[str]:
+    """Return the models whose test CSVs are ensembled; ConfigError, saying what to do, when fewer than two."""
     found = ensemble_models(config, workspace)
-    if len(found) < 2:
-        raise ConfigError(f"found {len(found)} model CSVs in {workspace.root / 'submissions'}: run compkit predict "
-                          f"-c {config.slug} first, or pass the CSVs to combine")
-    return found
+    if len(found) >= 2:
+        return found
+    if len(config.models) == 1 and found:
+        raise ConfigError(f"with one model ({found[0]}), its CSV {workspace.submission_csv(found[0])} is the final "
+                          "CSV itself (what compkit submit uploads): there is nothing to ensemble; to combine CSVs, "
+                          "declare another model or pass two or more CSVs")
+    missing = [model.name for model in config.models if model.name not in found]
+    raise ConfigError(f"found {len(found)} of {len(config.models)} model CSVs in {workspace.root / 'submissions'} "
+                      f"(missing: {', '.join(missing)}): run compkit predict -c {config.slug} first, or pass the "
+                      "CSVs to combine")
 
 
 def _single_model(config: CompetitionConfig, workspace: Workspace, name: str) -> FinalCSV:

@@ -24,12 +24,13 @@ from compkit.ensemble.ballots import MatchVotes, RankVotes
 from compkit.ensemble.objective import RankMAP, VoteF1
 from compkit.ensemble.vote import load_inputs
 from compkit.errors import ConfigError, DataError, ParameterError, StaleArtifactError
+from compkit.history import record_result
 from compkit.metrics import encode_ids, map_at_5, mean_row_f1
 from compkit.postprocess.top5 import NEW_INDIVIDUAL
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.retrieval.layout import identify_truth
 from compkit.scoring import score_submission
-from compkit.tuning.study import open_study, storage_url
+from compkit.tuning.study import complete_trials, open_study, storage_url
 from compkit.workspace import Workspace, file_sha256, fingerprint, is_fresh, read_json, write_json, write_manifest
 
 TUNED_METHODS = {"match": "vote", "identify": "rank"}
@@ -155,8 +156,10 @@ def tune_ensemble(
         kept = "previous" if previous.score > tuned.score else "new"
         choice = TuningChoice(kept, tuned.select, tuned.score, previous.select, previous.score)
         if kept == "previous":
+            _record_history(config, workspace, tuned, inputs, detail, kept_score=previous.score)
             return dataclasses.replace(previous, choice=choice)
         tuned = dataclasses.replace(tuned, choice=choice)
+    _record_history(config, workspace, tuned, inputs, detail)
     write_json(tuned.path, {
         "method": method, "select": select, "models": models, "weights": list(tuned.weights),
         "vote_threshold": threshold, "oof_scores": model_scores, "ensemble_oof_score": tuned.score,
@@ -164,6 +167,16 @@ def tune_ensemble(
     })
     write_manifest(tuned.path, inputs)
     return tuned
+
+
+def _record_history(config: CompetitionConfig, workspace: Workspace, tuned: TunedEnsemble, inputs: dict,
+                    detail: dict, *, kept_score: float | None = None) -> None:
+    """Append this tuning to the results history (compkit.history), kept or not; it warns when it is worse."""
+    settings = {"select": tuned.select, "models": list(tuned.models),
+                **{key: detail[key] for key in ("n_trials", "rounds") if key in detail}}
+    result = {"weights": dict(zip(tuned.models, tuned.weights, strict=True)), "vote_threshold": tuned.vote_threshold}
+    record_result(workspace, "ensemble", "ensemble", tuned.score, task=config.task, inputs=inputs,
+                  settings=settings, result=result, kept_score=kept_score)
 
 
 def _fresh_tuning(config: CompetitionConfig, workspace: Workspace, models: Sequence[str]) -> TunedEnsemble | None:
@@ -244,7 +257,7 @@ def optuna_selection(
     study.optimize(score, n_trials=trials, callbacks=[lambda study, trial: bar.advance(1)])
     params = study.best_params
     weights = np.array([params[name] for name in names])
-    return weights, params.get("vote_threshold"), {"study": study.study_name, "n_trials": len(study.trials)}
+    return weights, params.get("vote_threshold"), {"study": study.study_name, "n_trials": complete_trials(study)}
 
 
 def ensemble_inputs(workspace: Workspace, models: Sequence[str], method: str) -> dict:

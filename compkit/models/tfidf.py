@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -32,10 +35,48 @@ def vectorizer_options(model: TfidfModel) -> dict:
     }
 
 
-def fit_transform(model: TfidfModel, fit_texts: list[str], *transform_texts: list[str], backend: str = "auto"):
-    """Return L2-normalised CSR TF-IDF matrices (float32) of each `transform_texts`, fitted on `fit_texts`."""
-    use_gpu = backend == "cuml" or (backend == "auto" and gpu_tfidf_available())
-    if use_gpu:
+def cuml_lacks(model: TfidfModel) -> str | None:
+    """Return which of `model`'s settings cuML's TfidfVectorizer does not run as scikit-learn does (None: none).
+
+    cuML takes analyzer ('word', 'char', 'char_wb'), ngram_range, min_df, max_features, sublinear_tf and
+    lowercase like scikit-learn, but its 'char_wb' fails on n-grams longer than one character ("cannot
+    reindex on an axis with duplicate labels", NVIDIA/cuml#8416; fixed in August 2026 by NVIDIA/cuml#8429,
+    so the RAPIDS releases before it fail), and its 'char_wb' unigrams are 'char' unigrams, without
+    scikit-learn's padding spaces.
+    """
+    if model.analyzer == "char_wb":
+        return "analyzer 'char_wb' (cuML's fails on n-grams, NVIDIA/cuml#8416)"
+    return None
+
+
+def tfidf_backend(model: TfidfModel, *, gpu: bool) -> tuple[str, str | None]:
+    """Return the backend that fits `model` ("sklearn" or "cuml") and the warning to give about it (or None).
+
+    `model.backend` "sklearn" or "cuml" forces it; "auto" takes cuML when `gpu` (cuML and a CUDA GPU are
+    present) unless cuML lacks one of the model's settings, and then falls back to scikit-learn, saying so.
+    """
+    if model.backend != "auto":
+        return model.backend, None
+    if not gpu:
+        return "sklearn", None
+    lacking = cuml_lacks(model)
+    if lacking:
+        return "sklearn", (f"TF-IDF model {model.name!r} runs on scikit-learn, not cuML: cuML lacks {lacking}; "
+                           "set backend = 'sklearn' to silence this")
+    return "cuml", None
+
+
+def fit_transform(model: TfidfModel, fit_texts: list[str], *transform_texts: list[str], backend: str | None = None):
+    """Return L2-normalised CSR TF-IDF matrices (float32) of each `transform_texts`, fitted on `fit_texts`.
+
+    `backend` (default: the model's `backend` key) is chosen by `tfidf_backend`.
+    """
+    if backend not in (None, "auto"):
+        model = dataclasses.replace(model, backend=backend)
+    chosen, warning = tfidf_backend(model, gpu=model.backend == "auto" and gpu_tfidf_available())
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    if chosen == "cuml":
         return _cuml_fit_transform(model, fit_texts, transform_texts)
     from sklearn.feature_extraction.text import TfidfVectorizer
 

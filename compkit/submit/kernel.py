@@ -134,9 +134,13 @@ def kernel_spec(
 
 
 def write_kernel(
-    config: CompetitionConfig, workspace: Workspace, spec: KernelSpec, *, config_path: Path
+    config: CompetitionConfig, workspace: Workspace, spec: KernelSpec, *, config_path: Path,
+    overrides: Sequence[str] = (),
 ) -> KernelFolder:
-    """Write the kernel folder (notebook, wheels and weights) for `config`'s trained and tuned workspace."""
+    """Write the kernel folder (notebook, wheels and weights) for `config`'s trained and tuned workspace.
+
+    The kernel runs the config file at `config_path` with the same `overrides` and only `config`'s models.
+    """
     competition = kaggle_name(config)
     weights = weights_files(config, workspace)
     with atomic_path(workspace.kernel_dir) as staging:
@@ -148,7 +152,7 @@ def write_kernel(
         shutil.copyfile(config_path, folder.weights / WEIGHTS_CONFIG)
         write_json(folder.weights / WEIGHTS_MARKER, {
             "slug": config.slug, "competition": competition, "models": [m.name for m in config.models],
-            "compkit_version": compkit.__version__,
+            "overrides": list(overrides), "compkit_version": compkit.__version__,
         })
         _write_dataset_metadata(folder.weights, spec.weights_dataset)
     return workspace.kernel_folder

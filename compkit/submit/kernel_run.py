@@ -29,7 +29,7 @@ from compkit.errors import DataError
 from compkit.pipeline import run_pipeline
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.scoring import score_submission
-from compkit.workspace import Workspace, remove_path, write_bytes, write_csv
+from compkit.workspace import Workspace, read_json, remove_path, write_bytes, write_csv
 
 WEIGHTS_CONFIG = "competition.toml"
 WEIGHTS_MARKER = "compkit-kernel.json"
@@ -72,7 +72,9 @@ def run_kernel(
 ) -> KernelRunResult:
     """Predict the competition's test set with the weights dataset's models; write working_dir/submission.csv."""
     weights_dir, working_dir = Path(weights_dir), Path(working_dir)
-    config = load_config(str(weights_dir / WEIGHTS_CONFIG))
+    marker = read_json(weights_dir / WEIGHTS_MARKER)
+    config = load_config(str(weights_dir / WEIGHTS_CONFIG), overrides=marker.get("overrides", ()),
+                         models=marker.get("models"))
     workspace = Workspace.for_competition(config.slug, working_dir / "work")
     restore_weights(weights_dir / WEIGHTS_WORKSPACE, workspace.root)
     visible_rows = count_test_rows(config, Path(competition_dir))
@@ -81,7 +83,8 @@ def run_kernel(
     if placeholder:
         log(f"the visible test set has {visible_rows} rows (a placeholder): the training set stands in for it")
         source_dir = train_as_test_view(config, source_dir, working_dir / TRAIN_AS_TEST_DIR)
-    log(fetch_competition(config, workspace, source="local", path=source_dir, progress=progress).message)
+    # in place: /kaggle/input is not copied, and the train-as-test view does not copy train_images twice
+    log(fetch_competition(config, workspace, source="local", path=source_dir, in_place=True, progress=progress).message)
     report = run_pipeline(config, workspace, trials=0, train_models=False, device=device, progress=progress,
                           on_stage=lambda stage, outcome: log(f"{stage}: {outcome}"))
     final_path, source = final_csv_path(config, workspace)

@@ -105,28 +105,47 @@ def default_submission(config: CompetitionConfig, workspace: Workspace) -> Path:
                     "or pass -f FILE")
 
 
+def refuse_code_competition(config: CompetitionConfig) -> None:
+    """Raise ConfigError pointing at `submit --kernel` when the config says `code_competition = true`."""
+    if config.code_competition:
+        raise ConfigError(f"{config.slug} is a code competition: Kaggle scores a notebook's output, not an uploaded "
+                          f"CSV; push the offline kernel with compkit submit -c {config.slug} --kernel "
+                          "--kernel-id OWNER/SLUG (validate a CSV with compkit score)")
+
+
 def plan_submission(
     config: CompetitionConfig, workspace: Workspace, *, path: Path | None = None, message: str | None = None
 ) -> SubmissionPlan:
-    """Return what would be submitted, after validating the file against the test set in full."""
+    """Return what would be submitted, after validating the file against the test set in full.
+
+    A code competition (`code_competition = true`) takes no CSV: ConfigError pointing at `submit --kernel`.
+    """
     competition = kaggle_name(config)
+    refuse_code_competition(config)
     path = Path(path) if path is not None else default_submission(config, workspace)
     expected_ids = load_test(config, workspace)[config.columns.id].tolist()
     parsed = load_submission(path, config, expected_ids=expected_ids)
     sha256 = file_sha256(path)
-    model, cv_score = workspace_artifact(config, workspace, sha256)
+    model, cv_score = workspace_artifact(config, workspace, sha256, path=path)
     if message is None:
         message = f"compkit {model or path.name}" + (f" CV {cv_score:.6f}" if cv_score is not None else "")
     return SubmissionPlan(competition, path, len(parsed.ids), sha256, model, cv_score, message)
 
 
-def workspace_artifact(config: CompetitionConfig, workspace: Workspace, sha256: str) -> tuple[str | None, float | None]:
+def workspace_artifact(config: CompetitionConfig, workspace: Workspace, sha256: str, *,
+                       path: Path | None = None) -> tuple[str | None, float | None]:
     """Return (name, OOF score) of the workspace CSV holding exactly these bytes, or (None, None).
 
+    `path`, when it is one of the workspace's CSVs, is that CSV, even when another holds the same bytes (with
+    Shopee's 3-row visible test every model's CSV and the ensemble's can be identical).
     A model CSV's score is its tuned OOF score when the CSV was predicted from the current tuned parameters;
     the ensemble's is the tuned ensemble's OOF score when the CSV is exactly what its tuned weights make.
     """
-    for name in [ENSEMBLE, *(m.name for m in config.models)]:
+    names = [ENSEMBLE, *(m.name for m in config.models)]
+    if path is not None:
+        own = [name for name in names if workspace.submission_csv(name).resolve() == Path(path).resolve()]
+        names = own or names
+    for name in names:
         csv = workspace.submission_csv(name)
         if csv.is_file() and file_sha256(csv) == sha256:
             return name, artifact_cv(config, workspace, name)

@@ -1,4 +1,4 @@
-"""Checkpoints: an atomic resume state after every epoch, and the best weights of the run."""
+"""Checkpoints: an atomic resume state after every epoch (and every few minutes within one), and the best weights."""
 
 from __future__ import annotations
 
@@ -34,7 +34,20 @@ def load_state(path: Path) -> dict[str, Any] | None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Return the process's RNG states (python, numpy, torch, and CUDA's once it is in use)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states saved by `rng_state`: a run resumed within an epoch draws what it would have drawn."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

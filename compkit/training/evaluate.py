@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from compkit.metrics import average_precision_at_5
+from compkit.models.heads import ArcMarginHead
 from compkit.postprocess.matches import match_f1, match_mask
 from compkit.postprocess.top5 import insert_new_individual, top_labels
 from compkit.progress import NO_PROGRESS, Progress
@@ -108,3 +109,27 @@ def identify_fold_score(
     """Return the best MAP@5 over a new_individual threshold sweep, fold queries against the other folds."""
     row_scores = identify_sweep_scores(query, query_labels, gallery, gallery_labels, top_n=top_n, knn=knn)
     return best_of_sweep(row_scores, IDENTIFY_SWEEP)
+
+
+@torch.no_grad()
+def held_out_loss(head: nn.Module, embeddings: np.ndarray, labels: np.ndarray, n_classes: int, *,
+                  chunk_rows: int = 1024) -> float:
+    """Return a margin head's training loss (cross-entropy with the epoch's margins) on the held-out rows of
+    classes it was trained on; NaN where there are none.
+
+    Match folds hold out whole products, so none of their classes is known and the loss is NaN; so it is for
+    the supervised contrastive head, whose loss depends on which rows share a batch (no held-out counterpart
+    to compare with its training loss).
+    """
+    known = np.flatnonzero(np.asarray(labels) < n_classes)
+    if not isinstance(head, ArcMarginHead) or len(known) == 0:
+        return float("nan")
+    device = head.weight.device
+    total = 0.0
+    for start in range(0, len(known), chunk_rows):
+        rows = known[start : start + chunk_rows]
+        batch = torch.as_tensor(np.asarray(embeddings[rows], dtype=np.float32), device=device)
+        batch_labels = torch.as_tensor(np.asarray(labels)[rows], device=device)
+        total += float(torch.nn.functional.cross_entropy(head(batch, batch_labels).float(), batch_labels,
+                                                         reduction="sum"))
+    return total / len(known)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +14,17 @@ from torch.utils.data import DataLoader
 
 from compkit.config import CompetitionConfig, ImageModel, TextModel
 from compkit.errors import DamagedArtifact
+from compkit.metrics import metric_name
 from compkit.models.factory import build_embedder
 from compkit.models.heads import ArcMarginHead, class_margins, create_head
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.training.checkpoint import load_state, rng_state, save_state, seed_epoch
+from compkit.training.checkpoint import load_state, rng_state, save_state, seed_epoch, set_rng_state
+from compkit.training.curves import write_training_curves
 from compkit.training.device import autocast_dtype, resolve_device
-from compkit.training.evaluate import embed_dataset, identify_fold_score, match_fold_score, move_to
+from compkit.training.evaluate import embed_dataset, held_out_loss, identify_fold_score, match_fold_score, move_to
 from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
 from compkit.training.steps import EpochLoader, batches_per_epoch, create_training_step, set_body_trainable
+from compkit.training.within_epoch import EpochSoFar, MidEpoch
 from compkit.workspace import (
     RESUME_CHECKPOINT,
     Workspace,
@@ -85,19 +88,21 @@ def train_model_fold(
     data = build.inputs(rows.frame, workspace.data_dir / config.data.train_images)
     train_set = data.dataset(rows.train, rows.train_labels, train=True)
     amp_dtype = autocast_dtype(settings.amp, torch_device)
+    n_batches = batches_per_epoch(len(train_set), settings)
     trainer = create_training_step(
-        embedder, head, settings, torch_device, steps_per_epoch=batches_per_epoch(len(train_set), settings),
-        amp_dtype=amp_dtype, channels_last=channels_last,
+        embedder, head, settings, torch_device, steps_per_epoch=n_batches, amp_dtype=amp_dtype,
+        channels_last=channels_last,
     )
 
     run_fingerprint = fingerprint(stage_inputs(inputs))
     state = _resume_state(workspace, model.name, fold, run_fingerprint, progress)
     history: list[dict] = []
     best = {"score": -1.0, "threshold": float("nan"), "epoch": -1}
-    start_epoch = 0
+    start_epoch, partial = 0, None
     if state is not None:
         trainer.load_state_dict(state)
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        partial = state.get("partial")
     elif model.head.imprints_class_means:
         progress.log(f"{model.name} fold {fold}: centres of {rows.n_classes} classes from their mean embeddings")
         plain_rows = data.dataset(rows.train, rows.train_labels, train=False)
@@ -114,45 +119,58 @@ def train_model_fold(
     class_sizes = np.bincount(rows.train_labels, minlength=rows.n_classes)
     loader = EpochLoader(train_set, rows.train_labels, settings, seed=settings.seed,
                          pin_memory=torch_device.type == "cuda")
+    resume_path = workspace.resume_checkpoint(model.name, fold)
+
+    def resume_state(epoch: int, **extra) -> dict:
+        """Return the state a run resumes from: after `epoch`, plus (mid-epoch) the next epoch's part done."""
+        return {"fingerprint": run_fingerprint, "epoch": epoch, **trainer.state_dict(), "history": history,
+                "best": best, "rng": rng_state(), **extra}
+
     for epoch in range(start_epoch, settings.epochs):
         _schedule_epoch(model, embedder, head, class_sizes, epoch)
         seed_epoch(settings.seed, epoch)
-        started = time.perf_counter()
-        losses = trainer.run_epoch(loader.epoch(epoch))
-        seconds = time.perf_counter() - started
+        so_far = EpochSoFar.resumed(partial, epoch)
+        if so_far.rng is not None:
+            set_rng_state(so_far.rng)  # after the batches done, as the uninterrupted run was
+        within = MidEpoch(
+            trainer, so_far, n_batches=n_batches, epochs=settings.epochs, batch_size=settings.batch_size,
+            interval_s=settings.checkpoint_minutes * 60, task=epochs_task,
+            save=lambda part, done=epoch - 1: save_state(resume_path, resume_state(done, partial=part)),
+        )
+        losses = so_far.losses + trainer.run_epoch(loader.epoch(epoch, start_batch=so_far.batches_done),
+                                                   start_batch=so_far.batches_done, after_step=within)
+        training_seconds = within.seconds()
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)) if losses else float("nan"),
+            "held_out_loss": float("nan"),
             "score": float("nan"),
             "threshold": float("nan"),
             "lr": trainer.optimizer.param_groups[0]["lr"],
-            "rows_per_second": len(losses) * settings.batch_size / max(seconds, 1e-9),
+            "rows_per_second": len(losses) * settings.batch_size / max(training_seconds, 1e-9),
         }
         if _is_scored(epoch, settings):
             evaluated = trainer.evaluated
             if settings.recalibrate_bn:
                 recalibrate_batchnorm(evaluated, data.dataset(rows.train, rows.train_labels, train=False),
                                       torch_device, batch_size=settings.batch_size * 2)
-            score = _score_fold(config, model, evaluated, data, rows, torch_device, amp_dtype, channels_last)
-            record.update(score=score.score, threshold=score.threshold)
+            score, valid = _score_fold(config, model, evaluated, data, rows, torch_device, amp_dtype,
+                                       channels_last)
+            record.update(score=score.score, threshold=score.threshold,
+                          held_out_loss=held_out_loss(head, valid, rows.valid_labels, rows.n_classes))
             if score.score > best["score"]:
                 best = {"score": score.score, "threshold": score.threshold, "epoch": epoch}
                 best_state = {"embedder": evaluated.state_dict(), "best": best, "n_classes": rows.n_classes,
                               **_class_centres(head, rows)}
                 save_state(workspace.best_checkpoint(model.name, fold), best_state)
+        record.update(seconds=within.seconds(), finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
         history.append(record)
-        save_state(
-            workspace.resume_checkpoint(model.name, fold),
-            {"fingerprint": run_fingerprint, "epoch": epoch, **trainer.state_dict(), "history": history,
-             "best": best, "rng": rng_state()},
-        )
-        write_csv(workspace.training_log(model.name, fold), pd.DataFrame(history))
-        epochs_task.advance(1)
-        epochs_task.update(
-            info=f"loss {record['loss']:.3f}  score {record['score']:.4f}  {record['rows_per_second']:.0f} rows/s"
-        )
-    write_csv(workspace.training_log(model.name, fold), pd.DataFrame(history))  # also when resumed at the end
-    write_manifest(run_dir, inputs, best=best, epochs=settings.epochs, resumed_from_epoch=start_epoch)
+        save_state(resume_path, resume_state(epoch))
+        _write_log(config, workspace, model.name, fold, history)
+        epochs_task.update(completed=epoch + 1, info=_epoch_line(record, settings.epochs))
+    _write_log(config, workspace, model.name, fold, history)  # also when resumed at the end
+    write_manifest(run_dir, inputs, best=best, epochs=settings.epochs, resumed_from_epoch=start_epoch,
+                   resumed_from_batch=partial["batches_done"] if partial else 0)
     return FoldResult(model.name, fold, False, best["score"], best["threshold"], best["epoch"], run_dir)
 
 
@@ -180,7 +198,10 @@ def _resume_state(workspace: Workspace, model: str, fold: int, run_fingerprint: 
     if state.get("fingerprint") != run_fingerprint:
         remove_path(run_dir)
         return None
-    progress.log(f"{model} fold {fold}: resuming after epoch {state['epoch']} from {last.name}")
+    partial = state.get("partial")
+    where = (f"within epoch {partial['epoch']} after batch {partial['batches_done']}" if partial
+             else f"after epoch {state['epoch']}")
+    progress.log(f"{model} fold {fold}: resuming {where} from {last.name}")
     return state
 
 
@@ -211,6 +232,23 @@ def _class_centres(head, rows: FoldRows) -> dict:
     centres = torch.nn.functional.normalize(head.weight.detach().float().cpu(), dim=1)
     return {"centres": centres.view(head.n_classes, head.subcenters, -1),
             "centre_labels": [str(label) for label in rows.classes]}
+
+
+def _write_log(config, workspace: Workspace, model: str, fold: int, history: list[dict]) -> None:
+    """Write the run's log.csv and curves.png (training and held-out losses, held-out score per epoch)."""
+    write_csv(workspace.training_log(model, fold), pd.DataFrame(history))
+    write_training_curves(workspace.training_curves(model, fold), history, title=f"{config.slug} {model} fold {fold}",
+                          metric=metric_name(config.task))
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    """Return what the progress task shows of a finished epoch (one plain line without a terminal)."""
+    parts = [f"epoch {record['epoch'] + 1}/{epochs}", f"loss {record['loss']:.3f}"]
+    if not np.isnan(record["held_out_loss"]):
+        parts.append(f"held-out loss {record['held_out_loss']:.3f}")
+    parts.append(f"score {record['score']:.4f}" if not np.isnan(record["score"]) else "score -")
+    parts.append(f"{record['rows_per_second']:.0f} rows/s")
+    return "  ".join(parts)
 
 
 def _is_scored(epoch: int, settings) -> bool:
@@ -256,6 +294,7 @@ def fit_neck_statistics(embedder, dataset, device: torch.device, *, batch_size: 
 
 
 def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype, channels_last):
+    """Return the held-out fold's score and its rows' embeddings."""
     from compkit.neighbors import get_backend
 
     knn = get_backend(config.neighbors.backend)
@@ -263,11 +302,12 @@ def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype
               "channels_last": channels_last}
     valid = embed_dataset(embedder, data.dataset(rows.valid, rows.valid_labels, train=False), **kwargs)
     if config.task == "match":
-        return match_fold_score(valid, rows.valid_labels, max_matches=config.postprocess.max_matches, knn=knn)
+        return match_fold_score(valid, rows.valid_labels, max_matches=config.postprocess.max_matches, knn=knn), valid
     gallery = embed_dataset(embedder, data.dataset(rows.train, rows.train_labels, train=False), **kwargs)
-    return identify_fold_score(
+    score = identify_fold_score(
         valid, rows.valid_labels, gallery, rows.train_labels, top_n=config.postprocess.top_n, knn=knn
     )
+    return score, valid
 
 
 def _finished_result(model, fold: int, run_dir: Path) -> FoldResult:

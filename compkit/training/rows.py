@@ -65,10 +65,22 @@ def upstream_fingerprint(artifact, hint: str) -> str:
     return manifest["fingerprint"]
 
 
+RESULT_NEUTRAL = ("checkpoint_minutes",)
+
+
+def model_inputs(model) -> dict:
+    """Return a model's config as its artifacts' fingerprints see it: without the train settings that cannot
+    change a result (`checkpoint_minutes`: a resume is exact), so changing those keeps trained folds fresh."""
+    plain = to_plain(model)
+    if isinstance(plain.get("train"), dict):
+        plain["train"] = {key: value for key, value in plain["train"].items() if key not in RESULT_NEUTRAL}
+    return plain
+
+
 def model_fold_inputs(config: CompetitionConfig, model, fold: int, workspace: Workspace) -> dict:
     """Return what a trained model-fold is made from: model config, data and folds fingerprints, fold."""
     return {
-        "model": to_plain(model),
+        "model": model_inputs(model),
         "fold": fold,
         "task": config.task,
         "columns": to_plain(config.columns),

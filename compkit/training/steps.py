@@ -7,7 +7,7 @@ same object, so the benchmark measures the code that training runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,19 +28,20 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
 
     Shuffled or class-balanced as `settings.sampler` says, both drawn from (seed, epoch) alone. The per-row
     seed makes a row's augmentation the same whichever worker process draws it, so an epoch replays exactly
-    with any `num_workers` and after a resume.
+    with any `num_workers` and after a resume; `start_batch` skips the batches a mid-epoch checkpoint had
+    done (their indices are drawn, their rows never loaded).
     """
 
     def __init__(self, labels: np.ndarray, settings: TrainSettings, *, seed: int) -> None:
-        self.labels, self.settings, self.seed, self.epoch = np.asarray(labels), settings, seed, 0
+        self.labels, self.settings, self.seed, self.epoch, self.start_batch = np.asarray(labels), settings, seed, 0, 0
         if settings.sampler == "class_balanced":
             self._batches(torch.Generator())  # refuses bad sampler settings now, not in the first epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        return batches_per_epoch(len(self.labels), self.settings)
+        return max(0, batches_per_epoch(len(self.labels), self.settings) - self.start_batch)
 
     def _batches(self, generator: torch.Generator):
         settings = self.settings
@@ -54,8 +55,10 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         row_seeds = np.random.default_rng(epoch_seed(self.seed, self.epoch))
-        for batch in self._batches(generator):
-            yield list(zip(row_seeds.integers(0, 2**31, len(batch)).tolist(), batch, strict=True))
+        for index, batch in enumerate(self._batches(generator)):
+            seeds = row_seeds.integers(0, 2**31, len(batch)).tolist()
+            if index >= self.start_batch:
+                yield list(zip(seeds, batch, strict=True))
 
 
 class EpochLoader:
@@ -69,11 +72,14 @@ class EpochLoader:
                  pin_memory: bool) -> None:
         self.batches = EpochBatches(labels, settings, seed=seed)
         workers = settings.num_workers
+        # its own generator: starting the loader's iterator would otherwise draw from the global RNG, which a
+        # resumed run (a new iterator, new workers) would then leave in another state than an uninterrupted one
         self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=workers, pin_memory=pin_memory,
-                                 persistent_workers=workers > 0)
+                                 persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
-    def epoch(self, epoch: int) -> DataLoader:
-        self.batches.set_epoch(epoch)
+    def epoch(self, epoch: int, *, start_batch: int = 0) -> DataLoader:
+        """Return the loader set to epoch `epoch`'s batches from `start_batch` on."""
+        self.batches.set_epoch(epoch, start_batch=start_batch)
         return self.loader
 
 
@@ -103,12 +109,19 @@ class TrainingStep:
         """Return the weights to score and keep: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.embedder
 
-    def run_epoch(self, loader: DataLoader) -> list[float]:
+    def run_epoch(
+        self, loader: DataLoader, *, start_batch: int = 0, after_step: Callable[[int, list], None] | None = None
+    ) -> list[float]:
+        """Train on `loader`'s batches (those of an epoch from `start_batch` on) and return their losses.
+
+        `after_step(batches done in the epoch, this call's losses so far)` runs after each optimiser step,
+        where no gradient is pending: the place for a mid-epoch checkpoint (`host_losses` reads the losses).
+        """
         self.embedder.train()
         self.head.train()
         losses = []
-        n_batches = len(loader)
-        for step, (batch, labels) in enumerate(loader):
+        n_batches = start_batch + len(loader)
+        for step, (batch, labels) in enumerate(loader, start=start_batch):
             batch = move_to(batch, self.device, channels_last=self.channels_last)
             labels = labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -117,7 +130,12 @@ class TrainingStep:
             losses.append(loss.detach())
             if (step + 1) % self.grad_accum == 0 or step + 1 == n_batches:
                 self._optimizer_step()
-        # one host sync per epoch, not per step
+                if after_step is not None:
+                    after_step(step + 1, losses)
+        return self.host_losses(losses)
+
+    def host_losses(self, losses: list[torch.Tensor]) -> list[float]:
+        """Return the losses of `run_epoch` as floats (one host sync for all of them, not one per step)."""
         return (torch.stack(losses).float().cpu() * self.grad_accum).tolist() if losses else []
 
     def _optimizer_step(self) -> None:

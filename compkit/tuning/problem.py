@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from compkit.config import CompetitionConfig
+from compkit.plots import pyplot, save_png
 from compkit.retrieval.head_scores import KNN_WEIGHT, KNN_WEIGHT_STEP
-from compkit.workspace import atomic_path
 
 
 @dataclass(frozen=True)
@@ -68,24 +70,91 @@ def species_refinement(config: CompetitionConfig, evaluate) -> Callable[[dict], 
                                                            min_queries=space.species_min_queries)
 
 
-def write_score_plot(
-    path: Path, score_at: Callable[[float], float], bounds: tuple[float, float], best: float, *, parameter: str,
-    title: str,
-) -> None:
-    """Write a PNG of the OOF score against one tuned parameter over its search range."""
-    import matplotlib
+# The bounds a parameter cannot pass whatever its range says (cosines, shares): an optimum there is no sign of
+# a range too narrow.
+NATURAL_LIMITS = {"threshold": (-1.0, 1.0), "min2_threshold": (-1.0, 1.0), "new_individual_fraction": (0.0, 1.0),
+                  KNN_WEIGHT: (0.0, 1.0), "weight": (0.0, 1.0)}
+EDGE_TOLERANCE = 0.02  # of the range's width: a value this close to an edge lies at it
+EDGE_STEP = 0.05  # of the range's width: where "inside" the edge the score is compared
+PLOT_POINTS = 40
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    values = np.linspace(bounds[0], bounds[1], 60)
-    scores = [score_at(float(value)) for value in values]
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    axis.plot(values, scores, color="tab:blue")
-    axis.axvline(best, color="tab:red", linestyle="--", label=f"tuned {best:.3f}")
-    axis.set(xlabel=parameter, ylabel="OOF score", title=title)
-    axis.legend()
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
+def search_ranges(space, names) -> dict[str, tuple[float, float]]:
+    """Return the configured search range of each tuned parameter in `names` (a member's `threshold:<member>`
+    has the range of `threshold`); per-species thresholds, chosen on a grid after the study, are not among them."""
+    ranges = {"threshold": space.threshold, "min2_threshold": space.min2_threshold,
+              "new_individual_fraction": space.new_individual_fraction, KNN_WEIGHT: space.knn_weight,
+              "weight": (0.0, 1.0)}
+    return {name: tuple(map(float, ranges[_kind(name)])) for name in names if _kind(name) in ranges}
+
+
+def _kind(name: str) -> str:
+    return name.split(":", 1)[0]
+
+
+def edge_warnings(problem: TuningProblem, params: dict, ranges: dict[str, tuple[float, float]]) -> list[str]:
+    """Return one message per tuned parameter whose value lies at an edge of its search range with the OOF
+    score not falling towards it (the best value may lie beyond); edges at a natural limit are not reported."""
+    messages = []
+    for name, (low, high) in ranges.items():
+        width, value = high - low, params.get(name)
+        if value is None or width <= 0:
+            continue
+        natural_low, natural_high = NATURAL_LIMITS[_kind(name)]
+        for edge, side, limit, inward in ((low, "lower", natural_low, 1), (high, "upper", natural_high, -1)):
+            if abs(value - edge) > EDGE_TOLERANCE * width or abs(edge - limit) < 1e-9:
+                continue
+            inside = edge + inward * EDGE_STEP * width
+            at_edge, at_inside = problem.evaluate({**params, name: edge}), problem.evaluate({**params, name: inside})
+            if at_edge >= at_inside:
+                messages.append(
+                    f"{name} = {value:.3f} lies at the {side} edge of its search range [{low:g}, {high:g}] and the "
+                    f"OOF score still rises towards it ({at_inside:.4f} at {inside:.3f}, {at_edge:.4f} at {edge:g}): "
+                    f"widen postprocess.{_kind(name)}")
+    return messages
+
+
+def warn_at_edges(problem: TuningProblem, params: dict, ranges: dict[str, tuple[float, float]]) -> None:
+    """Warn (one line each) about the tuned parameters that lie at an edge of their search range."""
+    for message in edge_warnings(problem, params, ranges):
+        warnings.warn(message, stacklevel=2)
+
+
+def sweep_range(name: str, bounds: tuple[float, float], params: dict) -> tuple[float, float]:
+    """Return the values a parameter's plot sweeps: its range, a min2 threshold's capped by its threshold."""
+    low, high = bounds
+    if _kind(name) == "min2_threshold":
+        threshold = params.get(name.replace("min2_threshold", "threshold", 1))
+        high = min(high, threshold) if threshold is not None else high
+    return low, max(low, high)
+
+
+def score_figure(problem: TuningProblem, params: dict, ranges: dict[str, tuple[float, float]], *,
+                 oof_score: float, default_score: float, metric: str, title: str):
+    """Return a figure of the OOF score against each tuned parameter over its range (the others at their tuned
+    values), with the tuned value and the default threshold's score marked."""
+    plt = pyplot()
+    ranges = ranges or {problem.plot_parameter: problem.plot_bounds}
+    defaults = sorted({value for name, value in problem.default_params.items() if _kind(name) == "threshold"})
+    default = f"default threshold {', '.join(f'{value:g}' for value in defaults)}".rstrip()
+    columns = min(3, len(ranges))
+    rows = math.ceil(len(ranges) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), dpi=100, squeeze=False)
+    for axis, (name, bounds) in zip(axes.flat, ranges.items(), strict=False):
+        values = np.linspace(*sweep_range(name, bounds, params), PLOT_POINTS)
+        axis.plot(values, [problem.evaluate({**params, name: float(value)}) for value in values], color="tab:blue")
+        axis.axvline(params[name], color="tab:red", linestyle="--", label=f"tuned {params[name]:.3f}")
+        axis.axhline(default_score, color="tab:gray", linestyle=":", label=f"{default}: {default_score:.4f}")
+        axis.set(xlabel=name, ylabel=f"OOF {metric}")
+        axis.legend(fontsize="small")
+    for axis in list(axes.flat)[len(ranges):]:
+        axis.set_visible(False)
+    figure.suptitle(f"{title}: OOF {metric} {oof_score:.4f} tuned, {default_score:.4f} at the {default}")
+    return figure
+
+
+def write_score_plot(path: Path, problem: TuningProblem, params: dict, ranges: dict[str, tuple[float, float]], *,
+                     oof_score: float, default_score: float, metric: str, title: str) -> None:
+    """Write `score_figure` as a PNG."""
+    save_png(score_figure(problem, params, ranges, oof_score=oof_score, default_score=default_score, metric=metric,
+                          title=title), path)

@@ -14,14 +14,16 @@ from pathlib import Path
 
 from compkit.config import COMBINED_KINDS, CompetitionConfig, ModelConfig
 from compkit.errors import CompkitError, ConfigError, ParameterError, StaleArtifactError
+from compkit.history import record_result
 from compkit.locking import exclusive_lock
+from compkit.metrics import metric_name
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.retrieval.combined import combined_inputs
 from compkit.retrieval.layout import resolve_candidates
 from compkit.retrieval.single import single_inputs
 from compkit.schema import to_plain
 from compkit.tuning.combined import combined_problem
-from compkit.tuning.problem import TuningProblem, write_score_plot
+from compkit.tuning.problem import TuningProblem, search_ranges, warn_at_edges, write_score_plot
 from compkit.tuning.single import single_problem
 from compkit.tuning.tuned import TunedModel, load_tuned, write_tuned
 from compkit.workspace import Workspace, fingerprint, is_fresh, write_manifest
@@ -95,8 +97,15 @@ def open_study(url: str, name: str, *, seed: int):
                                             load_if_exists=True)
             optuna.storages.fail_stale_trials(study)
         except Exception as error:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
-            raise ConfigError(f"--storage {url!r}: cannot open ({str(error).splitlines()[0][:160]})") from None
+            raise ConfigError(f"--storage {url!r}: cannot open ({_root_cause(error)[:160]})") from None
     return study
+
+
+def _root_cause(error: BaseException) -> str:
+    """Return the first line of the innermost cause (optuna wraps SQLAlchemy's "readonly database" in its own)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 @contextlib.contextmanager
@@ -167,12 +176,16 @@ def tune_model(
     other = problem.other_candidates_score(params) if problem.other_candidates_score else None
     default_score = problem.evaluate(problem.default_params)  # no min2: the naive baseline
     path, plot = workspace.tuned_params(model.name), workspace.score_plot(model.name)
-    primary = problem.plot_parameter
-    write_score_plot(plot, lambda value: problem.evaluate({**params, primary: value}), problem.plot_bounds,
-                     params[primary], parameter=primary, title=f"{config.slug} {model.name}")
+    ranges = search_ranges(config.postprocess, study.best_params)
+    warn_at_edges(problem, params, ranges)
+    write_score_plot(plot, problem, params, ranges, oof_score=oof_score, default_score=default_score,
+                     metric=metric_name(config.task), title=f"{config.slug} {model.name}")
+    inputs = tuned_inputs(config, model, workspace, problem.candidates)
+    record_result(workspace, "tune", model.name, oof_score, task=config.task, inputs=inputs, result=params,
+                  settings={"study": name, "candidates": problem.candidates, "n_trials": complete_trials(study)})
     write_tuned(path, TunedModel(model.name, params, oof_score, default_score, problem.candidates, other, name,
                                  complete_trials(study), plot.name))
-    write_manifest(path, tuned_inputs(config, model, workspace, problem.candidates))
+    write_manifest(path, inputs)
     return TuneResult(model.name, params, oof_score, default_score, other, complete_trials(study), name, path, plot)
 
 

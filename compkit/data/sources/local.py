@@ -15,15 +15,20 @@ from compkit.workspace import fingerprint
 
 
 class LocalSource:
-    """Copies a folder or safely extracts a zip; `origin` is the source's path and file listing."""
+    """Copies a folder, or refers to its files in place, or safely extracts a zip.
+
+    `origin` is the source's path and file listing (name, size, mtime), and whether it is used in place.
+    In place (`in_place`, by default for a folder compkit cannot write, as /kaggle/input), data/ holds one
+    symbolic link per entry of the folder: nothing is copied, and nothing is ever written through them.
+    """
 
     name = "local"
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, in_place: bool | None = None) -> None:
         if path is None:
-            raise DataError("--source local needs --path: a folder (e.g. /kaggle/input/<slug>) or a .zip")
+            raise DataError("--source local needs --path (or path = \"...\" in competition.toml): a folder "
+                            "(e.g. /kaggle/input/<slug>) or a .zip")
         self.path = Path(path).expanduser()
-        self.description = str(self.path)
         if not self.path.exists():
             raise DataError(f"{self.path}: not found")
         if not os.access(self.path, os.R_OK) or (self.path.is_dir() and not os.access(self.path, os.X_OK)):
@@ -31,6 +36,10 @@ class LocalSource:
         self.is_folder = self.path.is_dir()
         if not self.is_folder and not zipfile.is_zipfile(self.path):
             raise DataError(f"{self.path}: neither a folder nor a zip archive")
+        if in_place and not self.is_folder:
+            raise DataError(f"{self.path}: a zip is extracted, it cannot be used in place (pass its folder, or --copy)")
+        self.in_place = self.is_folder and (is_read_only(self.path) if in_place is None else in_place)
+        self.description = f"{self.path} (in place)" if self.in_place else str(self.path)
 
     def origin(self) -> dict[str, Any]:
         if self.is_folder:
@@ -38,11 +47,12 @@ class LocalSource:
         else:
             status = self.path.stat()
             listing = [[self.path.name, status.st_size, status.st_mtime_ns]]
-        return {
+        origin = {
             "path": str(self.path.resolve()),
             "kind": "folder" if self.is_folder else "zip",
             "listing": fingerprint({"files": listing}),
         }
+        return {**origin, "in_place": True} if self.in_place else origin  # a copy's origin as before
 
     def fill(self, staging: Path, scratch: Path, progress: Progress) -> None:
         if not self.is_folder:
@@ -52,6 +62,10 @@ class LocalSource:
             return
         if staging.resolve().is_relative_to(self.path.resolve()):
             raise DataError(f"{self.path}: holds the workspace itself; pass the folder of the competition's files")
+        if self.in_place:
+            progress.log(f"using {self.path} in place: data/ links to its files, nothing is copied")
+            link_entries(self.path, staging)
+            return
         total = sum(size for _, size, _ in _walk_files(self.path))
         task = progress.task(f"copying {self.path.name}", total=total)
 
@@ -67,6 +81,23 @@ class LocalSource:
             raise DataError(f"{self.path}: cannot copy {source} ({reason})") from None
         except OSError as error:
             raise DataError(f"{self.path}: cannot copy {error.filename or ''} ({error.strerror or error})") from None
+
+
+def is_read_only(folder: Path) -> bool:
+    """Return True when this process cannot write in `folder` (a read-only mount such as /kaggle/input, or
+    permissions): such a folder is used in place by default, since a copy would double the disk it needs."""
+    try:
+        read_only_mount = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_mount = False
+    return read_only_mount or not os.access(folder, os.W_OK)
+
+
+def link_entries(folder: Path, target: Path) -> None:
+    """Fill the folder `target` with one symbolic link per entry of `folder`, each to its absolute path."""
+    source = folder.resolve()
+    for entry in sorted(os.listdir(source)):
+        os.symlink(source / entry, target / entry)
 
 
 def _walk_files(folder: Path):
