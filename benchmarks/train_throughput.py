@@ -109,7 +109,7 @@ def _compkit_pass(args, images, labels, folder):
     dtype = autocast_dtype(args.amp, device)
     trainer = create_training_step(embedder, head, settings, device, amp_dtype=dtype,
                                    steps_per_epoch=batches_per_epoch(len(dataset), settings))
-    loader = EpochLoader(dataset, label_array, settings, seed=0, pin_memory=device.type == "cuda")
+    loader = EpochLoader(dataset, label_array, settings, seed=0, device=device)
 
     def one_pass(epoch: int) -> int:
         seen = len(trainer.run_epoch(loader.epoch(epoch + 1))) * args.batch_size

@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from compkit.errors import ConfigError, ParameterError
 from compkit.names import name_problem
-from compkit.schema import build
+from compkit.schema import build, parse_memory
 
 Task = Literal["match", "identify"]
 FoldStrategy = Literal["stratified", "group", "stratified-group"]
@@ -163,7 +163,7 @@ class TrainSettings:
     channels_last: bool = True
     deterministic: bool = False
     seed: int = 42
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: cores - 1 on CUDA, 0 (the main process) on CPU
     checkpoint_minutes: float = 5.0  # a mid-epoch resume state this often on long epochs (0: at epoch ends only)
 
     def check(self) -> str | None:
@@ -235,6 +235,21 @@ TTA_CHOICES = ("flip",)
 
 
 @dataclass(frozen=True)
+class PseudoLabel:
+    """identify: train also on the test images another model predicts confidently (the Happywhale winners'
+    pseudo-labelling round): those whose top-1 score in `submissions/top1/<source>.csv` is above `threshold`,
+    labelled as that individual (compkit.training.pseudo)."""
+
+    source: str
+    threshold: float = 0.7
+
+    def check(self) -> str | None:
+        if not -1.0 <= self.threshold <= 1.0:
+            return f"threshold must be in [-1, 1] (a top-1 score), got {self.threshold}"
+        return None
+
+
+@dataclass(frozen=True)
 class ImageModel:
     name: str
     kind: Literal["image"]
@@ -248,6 +263,7 @@ class ImageModel:
     train: TrainSettings = field(default_factory=TrainSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     tta: tuple[Literal["flip"], ...] = ()  # "flip": embed the mean of an image's and its mirror's embeddings
+    pseudo_label: PseudoLabel | None = None
 
     def check(self) -> str | None:
         return _first(_bound_problem(self, ">= 8", ("image_size",), lambda v: v >= 8),
@@ -364,6 +380,25 @@ class PostprocessSpace:
     new_individual_per_species: bool = False
     species_min_queries: int = 200
     knn_weight: tuple[float, float] = (0.0, 1.0)
+    # match, opt-in: keep a pair only when each is among the other's top-r others, r tuned in this range
+    # (compkit.postprocess.mutual); and lists trimmed or grown towards the training group sizes, with a tuned
+    # weight (compkit.postprocess.group_sizes)
+    mutual_top: tuple[int, int] | None = None
+    calibrate_group_sizes: bool = False
+    # match: agglomerative merging to a tuned mean cluster size, singletons attached to their nearest cluster
+    # (compkit.postprocess.clusters); alpha-QE / alpha-DBA re-embed rows from their top-k before the search
+    # (compkit.retrieval.expansion; k = 0: off)
+    agglomerate: bool = False
+    cluster_size: tuple[float, float] = (1.0, 10.0)
+    attach_threshold: tuple[float, float] = (0.0, 1.0)
+    qe_k: int = 0
+    qe_alpha: float = 3.0
+    dba_k: int = 0
+    dba_alpha: float = 3.0
+    # identify: confident queries (top-1 score above a tuned gallery_threshold) join the gallery as their
+    # predicted individual for a second search (compkit.postprocess.query_gallery)
+    test_in_gallery: bool = False
+    gallery_threshold: tuple[float, float] = (0.5, 1.0)
 
     def check(self) -> str | None:
         if not 0 <= self.blend_stages <= 3:
@@ -372,11 +407,11 @@ class PostprocessSpace:
             return "new_individual_per_species needs new_individual = 'threshold'"
         if self.species_min_queries < 1:
             return f"species_min_queries must be >= 1, got {self.species_min_queries}"
-        for name in ("threshold", "min2_threshold", "new_individual_fraction", "knn_weight"):
+        for name in ("threshold", "min2_threshold", "new_individual_fraction", "knn_weight", "gallery_threshold"):
             low, high = getattr(self, name)
             if not low <= high:
                 return f"{name} must be [low, high] with low <= high, got [{low}, {high}]"
-        for name in ("threshold", "min2_threshold"):  # cosine similarities
+        for name in ("threshold", "min2_threshold", "gallery_threshold"):  # cosine similarities
             low, high = getattr(self, name)
             if not -1.0 <= low <= high <= 1.0:
                 return f"{name} must lie within [-1, 1] (similarities are cosines), got [{low}, {high}]"
@@ -384,12 +419,32 @@ class PostprocessSpace:
             return f"default_threshold must be in [-1, 1] (a cosine similarity), got {self.default_threshold}"
         if not 0.0 <= self.new_individual_fraction[0] <= self.new_individual_fraction[1] <= 1.0:
             return f"new_individual_fraction must lie within [0, 1], got {list(self.new_individual_fraction)}"
+        problem = _clustering_problem(self)
+        if problem:
+            return problem
         problem = _bound_problem(self, ">= 1", ("max_matches", "top_n"), lambda v: v >= 1)
         if problem:
             return problem
         if not 0.0 <= self.knn_weight[0] <= self.knn_weight[1] <= 1.0:
             return f"knn_weight must lie within [0, 1], got {list(self.knn_weight)}"
+        if self.mutual_top is not None and not 1 <= self.mutual_top[0] <= self.mutual_top[1]:
+            return f"mutual_top must be [low, high] with 1 <= low <= high, got {list(self.mutual_top)}"
         return None
+
+
+def _clustering_problem(space: PostprocessSpace) -> str | None:
+    """Return what is wrong with the agglomeration and expansion settings, or None."""
+    if not 1.0 <= space.cluster_size[0] <= space.cluster_size[1] <= space.max_matches:
+        return f"cluster_size must lie within [1, max_matches={space.max_matches}], got {list(space.cluster_size)}"
+    if not -1.0 <= space.attach_threshold[0] <= space.attach_threshold[1] <= 1.0:
+        return f"attach_threshold must lie within [-1, 1] (a cosine similarity), got {list(space.attach_threshold)}"
+    for name in ("qe_k", "dba_k"):
+        if getattr(space, name) < 0:
+            return f"{name} must be >= 0 (0: off), got {getattr(space, name)}"
+    for name in ("qe_alpha", "dba_alpha"):
+        if getattr(space, name) < 0:
+            return f"{name} must be >= 0, got {getattr(space, name)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -398,9 +453,29 @@ class NeighborSettings:
 
     "auto" picks the fastest exact search the machine can run (see `compkit.neighbors.get_backend`). Every
     backend is an exact cosine top-k, so results, and every artifact's fingerprint, are the same with each.
+    `memory` ("2GB", "512MiB" or bytes) bounds what a dense search holds besides its embeddings and results;
+    `scheduler` (a dask.distributed address) shards every dense search over that cluster; `index = "ivf"`
+    trades exactness for time (faiss IVF, `ivf_lists` cells, 0: 4 sqrt(n); `ivf_probes` scanned per query),
+    reporting recall@k against exact on `recall_sample` queries. Neither sharding nor memory changes a result.
     """
 
     backend: KnnBackend = "auto"
+    memory: str | int = "2GB"
+    scheduler: str = ""
+    index: Literal["exact", "ivf"] = "exact"
+    ivf_lists: int = 0
+    ivf_probes: int = 16
+    recall_sample: int = 1000
+
+    def check(self) -> str | None:
+        try:
+            parse_memory(self.memory)
+        except ConfigError as error:
+            return str(error)
+        if self.ivf_lists < 0 or self.ivf_probes < 1 or self.recall_sample < 0:
+            return (f"ivf_lists must be >= 0, ivf_probes >= 1 and recall_sample >= 0, got {self.ivf_lists}, "
+                    f"{self.ivf_probes} and {self.recall_sample}")
+        return None
 
 
 @dataclass(frozen=True)
@@ -476,6 +551,8 @@ class CompetitionConfig:
             return "folds.unseen_fraction needs task = 'identify' (match folds hold out whole products already)"
         if self.postprocess.new_individual_per_species and (self.task != "identify" or not self.columns.species):
             return "postprocess.new_individual_per_species needs task = 'identify' and columns.species"
+        if self.task != "identify" and any(getattr(m, "pseudo_label", None) for m in self.models):
+            return "pseudo_label needs task = 'identify' (it reads an identify model's top-1 test predictions)"
         return _check_combined_models(self)
 
     @property
@@ -717,7 +794,7 @@ def with_knn_backend(config: CompetitionConfig, backend: str | None) -> Competit
         return config
     if backend not in KNN_BACKENDS:
         raise ParameterError("knn", backend, f"must be one of {', '.join(KNN_BACKENDS)}")
-    return dataclasses.replace(config, neighbors=NeighborSettings(backend=backend))
+    return dataclasses.replace(config, neighbors=dataclasses.replace(config.neighbors, backend=backend))
 
 
 def _check_columns(config: CompetitionConfig, source: Path | str) -> None:

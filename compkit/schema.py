@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from compkit.errors import ConfigError
 
+MIN_MEMORY_BYTES = 8 * 2**20
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -131,3 +135,20 @@ def to_plain(instance: Any) -> Any:
     if isinstance(instance, dict):
         return {k: to_plain(v) for k, v in instance.items()}
     return instance
+
+
+def parse_memory(memory: str | int) -> int:
+    """Return a memory size in bytes from an int or a string such as "2GB", "512MiB" or "1.5 GB"."""
+    if isinstance(memory, bool):
+        raise ConfigError(f"memory must be a size such as '2GB' or a number of bytes, got {memory!r}")
+    if isinstance(memory, int):
+        size = memory
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(memory))
+        unit = match.group(2).upper() if match else None
+        if match is None or unit not in _UNITS:
+            raise ConfigError(f"memory must be a size such as '2GB', '512MiB' or a number of bytes, got {memory!r}")
+        size = int(float(match.group(1)) * _UNITS[unit])
+    if size < MIN_MEMORY_BYTES:
+        raise ConfigError(f"memory must be at least {MIN_MEMORY_BYTES // 2**20} MiB, got {memory!r} ({size} bytes)")
+    return size

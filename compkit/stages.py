@@ -128,15 +128,30 @@ def pipeline_stages(config: CompetitionConfig, workspace: Workspace, *, verify: 
     With `verify`, the stages judge their artifacts' contents by hash, not only their sizes.
     """
     stages = [_data_stage(config, workspace, verify), _folds_stage(config, workspace, verify)]
-    for model in config.embedding_models:
-        if is_trained(model):
-            stages.append(_train_stage(config, workspace, model, verify))
-        stages.append(_embed_stage(config, workspace, model, verify))
-    for model in config.models:
-        stages += [_tune_stage(config, workspace, model, verify), _predict_stage(config, workspace, model, verify)]
+    for round_models in _pseudo_label_rounds(config):
+        for model in config.embedding_models:
+            if model.name not in round_models:
+                continue
+            if is_trained(model):
+                stages.append(_train_stage(config, workspace, model, verify))
+            stages.append(_embed_stage(config, workspace, model, verify))
+        for model in config.models:
+            if model.name in round_models:
+                stages += [_tune_stage(config, workspace, model, verify),
+                           _predict_stage(config, workspace, model, verify)]
     if len(config.models) >= 2:
         stages += [_tune_ensemble_stage(config, workspace, verify), _final_stage(config, workspace, verify)]
     return stages
+
+
+def _pseudo_label_rounds(config: CompetitionConfig) -> list[set[str]]:
+    """Return the model names of each round: first every model that trains on no pseudo-labels (and the
+    combinations of those), then the pseudo-labelled ones and the rest, since they train on the first round's
+    test predictions (`pseudo_label`)."""
+    later = {model.name for model in config.embedding_models if getattr(model, "pseudo_label", None) is not None}
+    later |= {model.name for model in config.models if set(getattr(model, "members", ())) & later}
+    first = {model.name for model in config.models} - later
+    return [first, later] if later else [first]
 
 
 def _data_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:
@@ -244,7 +259,8 @@ def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCon
             state = artifact_state(path, tuned_inputs(config, model, workspace, tuned.candidates if tuned else "all"),
                                    verify=verify)
             if state[0] == "fresh":
-                return "fresh", f"OOF {tuned.oof_score:.4f} after {tuned.n_trials} trials ({tuned.candidates})"
+                trivial = "" if tuned.trivial_score is None else f", trivial answer {tuned.trivial_score:.4f}"
+                return "fresh", f"OOF {tuned.oof_score:.4f} after {tuned.n_trials} trials ({tuned.candidates}){trivial}"
             return state
         except (CompkitError, KeyError):  # embeddings missing, or an unreadable file: it cannot be fresh
             return ("stale", "its inputs are missing or unreadable") if path.exists() else ("missing", "")

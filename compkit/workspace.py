@@ -113,6 +113,10 @@ class Workspace:
     def submission_csv(self, name: str) -> Path:
         return self.root / "submissions" / f"{path_component('model', name)}.csv"
 
+    def top1_csv(self, model: str) -> Path:
+        """Return an identify model's test top-1 individual and score per image (what pseudo-labels read)."""
+        return self.root / "submissions" / "top1" / f"{path_component('model', model)}.csv"
+
     @property
     def tuning_dir(self) -> Path:
         return self.root / "tuning"

@@ -78,7 +78,7 @@ def test_run_status_and_tuning_judge_the_selected_models_only(tmp_path):
     detail = {s.stage: s.detail for s in stage_statuses(load_config(str(folder)), Workspace(work / "chosen"))}
     assert detail["tune ensemble"] == "tuned for other models (tfidf-word, phash)"
     assert "next: compkit embed -c chosen --model tfidf-char" in everything.output
-    assert re.fullmatch(r"OOF 0\.\d{4} after 2 trials \(all\)", detail["tune phash"])
+    assert re.fullmatch(r"OOF 0\.\d{4} after 2 trials \(all\), trivial answer 0\.\d{4}", detail["tune phash"])
 
 
 def test_fold_lists_repeat_or_separate_with_commas(tuned_workspace):

@@ -56,11 +56,12 @@ def matchers(tmp_path_factory):
 def test_union_and_concat_tune_and_predict_from_their_members_embeddings(matchers):
     _, config, workspace = matchers
     union = tune_model(config, workspace, config.model("union"), trials=6)
-    assert set(union.params) == {"threshold:tfidf-word", "min2_threshold:tfidf-word", "threshold:phash",
-                                 "min2_threshold:phash"}  # demo-match switches min2 on
+    min2 = {"min2_threshold:tfidf-word", "min2_threshold:phash"} if union.params["min2"] else set()
+    assert set(union.params) == {"threshold:tfidf-word", "threshold:phash", "min2", *min2}  # min2: the tuner's
     assert union.other_candidates_score is not None
     concat = tune_model(config, workspace, config.model("concat"), trials=6)
-    assert {"weight:tfidf-word", "weight:phash", "threshold", "min2_threshold"} == set(concat.params)
+    min2 = {"min2_threshold"} if concat.params["min2"] else set()
+    assert {"weight:tfidf-word", "weight:phash", "threshold", "min2", *min2} == set(concat.params)
     for name in ("union", "concat"):
         result = predict_model(config, workspace, config.model(name))
         assert 0.0 < score_submission(config, workspace, result.submission).score <= 1.0

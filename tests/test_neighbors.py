@@ -28,14 +28,14 @@ needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not ins
 # cuML tests are marked gpu (skipped without CUDA by the conftest hook) and also need RAPIDS installed.
 needs_cuml = [pytest.mark.gpu, pytest.mark.skipif(not cuml_available(), reason="needs cuML (pip install compkit[gpu])")]
 
-# chunk_size=300_000 makes the score budget split a 1,500-row reference into column blocks.
+# memory="8MiB" makes the block plan split a 1,500-row reference into several reference blocks.
 BACKENDS = {
     "torch-fp32": lambda: TorchKNN(precision="fp32"),
     "torch-bf16": lambda: TorchKNN(precision="bf16"),
     "torch-fp32-chunk7": lambda: TorchKNN(precision="fp32", chunk_size=7),
     "torch-bf16-chunk7": lambda: TorchKNN(precision="bf16", chunk_size=7),
-    "torch-fp32-reference-blocks": lambda: TorchKNN(precision="fp32", chunk_size=300_000),
-    "torch-bf16-reference-blocks": lambda: TorchKNN(precision="bf16", chunk_size=300_000),
+    "torch-fp32-reference-blocks": lambda: TorchKNN(precision="fp32", chunk_size=4096, memory="8MiB"),
+    "torch-bf16-reference-blocks": lambda: TorchKNN(precision="bf16", chunk_size=4096, memory="8MiB"),
     "torch-auto": lambda: TorchKNN(),
     "faiss": FaissKNN,
     "cuml": CumlKNN,

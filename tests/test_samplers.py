@@ -1,11 +1,16 @@
 """The class-balanced batch sampler: positives in every batch, and seeded replay for resumed epochs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from compkit.config import TrainSettings, load_config
 from compkit.errors import ConfigError
+from compkit.training.rows import model_inputs
 from compkit.training.samplers import ClassBalancedBatchSampler
+from compkit.training.steps import loader_workers
 
 
 def batches(labels, seed, **kwargs):
@@ -68,7 +73,7 @@ def test_epoch_loader_replays_an_epoch_exactly_with_any_number_of_workers(tmp_pa
     runs = {}
     for workers in (0, 2):
         settings = TrainSettings(batch_size=8, sampler="class_balanced", images_per_class=2, num_workers=workers)
-        loader = EpochLoader(dataset, labels, settings, seed=3, pin_memory=False)
+        loader = EpochLoader(dataset, labels, settings, seed=3, device=torch.device("cpu"))
         runs[workers] = [_epoch_tensors(loader, epoch) for epoch in (0, 1, 0)]
     for first, second in zip(runs[0], runs[2], strict=True):
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
@@ -86,3 +91,17 @@ def test_epoch_batches_shuffle_every_row_once_per_epoch():
     assert len(batches) == 5 and sorted(rows) == list(range(50))
     batches.set_epoch(1)
     assert [row for batch in batches for _, row in batch] != rows
+
+
+def test_loader_workers_default_to_the_machine_on_cuda_and_none_on_cpu(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert loader_workers(TrainSettings(), torch.device("cuda")) == 3  # a Kaggle notebook's 4 cores
+    assert loader_workers(TrainSettings(), torch.device("cpu")) == 0
+    assert loader_workers(TrainSettings(num_workers=2), torch.device("cuda")) == 2
+
+
+def test_num_workers_enters_no_fingerprint_and_keeps_the_fingerprints_it_had():
+    model = load_config("demo-match").model("lite0-arcface")
+    workers = dataclasses.replace(model, train=dataclasses.replace(model.train, num_workers=5))
+    assert model_inputs(model) == model_inputs(workers)
+    assert model_inputs(model)["train"]["num_workers"] == 0  # as every fingerprint recorded it before

@@ -50,7 +50,8 @@ def tune_threshold(
     config = open_config(competition, overrides, model, knn=knn)
     space = Workspace.for_competition(config.slug, workspace)
     models = [config.model(name) for name in model_names(model)] or list(config.models)
-    table = Table("model", "OOF score (tuned)", "default threshold", "other candidates", "parameters", "trials",
+    table = Table("model", "OOF score (tuned)", "trivial answer", "default threshold", "other candidates", "parameters",
+                  "trials",
                   title=f"{config.slug}: tuned on OOF predictions")
     results = []
     with RichProgress() as progress:
@@ -59,8 +60,9 @@ def tune_threshold(
                                       candidates=candidates, seed=seed, skip_fresh=not force, progress=progress))
     for result in results:
         other = "-" if result.other_candidates_score is None else f"{result.other_candidates_score:.4f}"
-        table.add_row(result.model, f"{result.oof_score:.4f}", f"{result.default_score:.4f}", other,
-                      json.dumps({k: round(v, 4) for k, v in result.params.items()}),
+        trivial = "-" if result.trivial_score is None else f"{result.trivial_score:.4f}"
+        table.add_row(result.model, f"{result.oof_score:.4f}", trivial, f"{result.default_score:.4f}", other,
+                      json.dumps({k: v if isinstance(v, bool) else round(v, 4) for k, v in result.params.items()}),
                       f"{result.n_trials} (fresh, kept)" if result.skipped else str(result.n_trials))
     stdout.print(table)
     stderr.print(f"parameters and plots in {space.tuning_dir}", highlight=False)

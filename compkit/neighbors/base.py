@@ -2,7 +2,8 @@
 
 A search is any callable ``search(query, reference, k, *, exclude_self=False) -> (similarities, indices)``:
 
-- ``query`` (nq, d) and ``reference`` (nr, d) are float32 rows that are already L2-normalised (see
+- ``query`` (nq, d) and ``reference`` (nr, d) are float32 (or float16: memory-mapped embeddings) rows that
+  are already L2-normalised (see
   ``l2_normalize``), so the inner product is the cosine similarity;
 - ``similarities`` is float32 (nq, k) and ``indices`` int64 (nq, k), each row sorted by descending similarity;
 - ``exclude_self=True`` says that query row i *is* reference row i (a set searched against itself) and drops
@@ -34,6 +35,17 @@ def as_float32_rows(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2:
         raise DataError(f"{name} must be a 2-D array of shape (rows, dim), got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def as_float_rows(array: np.ndarray, name: str) -> np.ndarray:
+    """Return ``array`` as a 2-D float16 or float32 array, never copying a float16 or float32 one (memory maps)."""
+    if not isinstance(array, np.ndarray):
+        array = np.asarray(array)
+    if array.ndim != 2:
+        raise DataError(f"{name} must be a 2-D array of shape (rows, dim), got shape {array.shape}")
+    if array.dtype in (np.float16, np.float32):
+        return array
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -72,11 +84,12 @@ class KNNBackend(ABC):
     """An exact cosine top-k search; call it (or ``.search``) with the contract in this module's docstring."""
 
     name: str = "base"
+    keeps_dtype: bool = False  # True: float16 rows (memory maps) reach _search unconverted, read block by block
 
     def search(self, query: np.ndarray, reference: np.ndarray, k: int, *, exclude_self: bool = False) -> SearchResult:
         """Return (similarities, indices) of the k most similar reference rows for every query row."""
-        query = as_float32_rows(query, "query")
-        reference = as_float32_rows(reference, "reference")
+        rows = as_float_rows if self.keeps_dtype else as_float32_rows
+        query, reference = rows(query, "query"), rows(reference, "reference")
         k = check_search_args(len(query), len(reference), query.shape[1], reference.shape[1], k, exclude_self)
         if k == 0 or len(query) == 0:
             return empty_result(len(query), k)

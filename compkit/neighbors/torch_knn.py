@@ -2,8 +2,10 @@
 
 How a search runs, one chunk of query rows at a time (so no nq x nr matrix ever exists):
 
-1. score the chunk against the reference (in column blocks if the reference is huge) with one matmul, in
-   bfloat16 when ``precision`` resolves to "bf16", else in float32;
+1. score the chunk against one block of reference rows at a time (block sizes from the ``memory`` budget,
+   see ``compkit.neighbors.memory``; the engine is ``compkit.neighbors.blocked``) with one matmul, in
+   bfloat16 when ``precision`` resolves to "bf16", else in float32, merging each block's top into a
+   running top (ties: the lower reference index, so any blocking gives the same answer);
 2. keep the top ``m`` columns of every row: ``m = k`` in fp32, ``m = k + margin`` candidates in bf16, whose
    rounding (about 1e-3 on a cosine) may swap neighbours near the k-th;
 3. in bf16, recompute the candidates' similarities exactly in float32 (gathered dot products), then keep the
@@ -18,23 +20,20 @@ groups. The m best groups hold the m best columns (ties aside). On a 512 x 70,00
 from __future__ import annotations
 
 import functools
-import threading
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 
 from compkit.errors import BackendUnavailable, ConfigError
 from compkit.neighbors.base import KNNBackend, SearchResult
+from compkit.neighbors.blocked import block_candidates, finish, single_threaded
+from compkit.neighbors.memory import DEFAULT_MEMORY, BlockPlan, parse_memory, plan_blocks
 
 Precision = Literal["auto", "fp32", "bf16"]
 
-_SCORE_BUDGET_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # one chunk's scores; bounds peak memory
 _DEFAULT_CHUNK_ROWS = {"cpu": 512, "cuda": 8192}
 _RERANK_STEP_BYTES = {"cpu": 16 * 2**20, "cuda": 256 * 2**20}  # gathered candidates per step; ~L3 on CPU
-_GROUP_SIZE = 16
 _SMALL_SEARCH_FLOPS = 4e10  # below this (~0.3 s of fp32 on 2 cores) bf16 does not pay for its re-rank
 _BF16_MIN_SPEEDUP = 1.5  # bf16 must beat fp32 by this much to pay for the wider top-k and the re-rank
 
@@ -56,7 +55,7 @@ def cpu_bf16_speedup() -> float:
     """
     import torch
 
-    return _single_threaded(_time_bf16_speedup, torch.get_num_threads())
+    return single_threaded(_time_bf16_speedup, torch.get_num_threads())
 
 
 def _time_bf16_speedup() -> float:
@@ -89,12 +88,17 @@ class TorchKNN(KNNBackend):
     (similarities stay exact; recall@k is ~1.0 rather than exactly 1.0); "auto" picks bf16 for searches that
     are big enough to matter on hardware where bf16 matmul is clearly faster (a CUDA GPU with bf16 support,
     or a CPU where ``cpu_bf16_speedup()`` >= 1.5), else fp32. ``chunk_size`` is the number of query rows
-    scored at once (default 512 on CPU, 8192 on CUDA).
+    scored at most at once (default 512 on CPU, 8192 on CUDA). ``memory`` ("2GB", "512MiB" or bytes) bounds
+    what a search allocates besides its inputs and results (see ``compkit.neighbors.memory``); inputs may be
+    float16, e.g. memory-mapped embeddings, and are converted one block at a time.
     """
 
     name = "torch"
 
-    def __init__(self, device: str = "cpu", *, chunk_size: int | None = None, precision: Precision = "auto"):
+    keeps_dtype = True  # float16 rows (memory maps) are read block by block, never copied whole
+
+    def __init__(self, device: str = "cpu", *, chunk_size: int | None = None, precision: Precision = "auto",
+                 memory: str | int = DEFAULT_MEMORY):
         if device != "cpu" and not device.startswith("cuda"):
             raise ConfigError(f"TorchKNN device must be 'cpu' or 'cuda', got device={device!r}")
         if precision not in ("auto", "fp32", "bf16"):
@@ -109,9 +113,11 @@ class TorchKNN(KNNBackend):
         self.device = device
         self.chunk_size = chunk_size
         self.precision = precision
+        self.memory = parse_memory(memory)
 
     def __repr__(self) -> str:
-        return f"TorchKNN(device={self.device!r}, chunk_size={self.chunk_size}, precision={self.precision!r})"
+        return (f"TorchKNN(device={self.device!r}, chunk_size={self.chunk_size}, precision={self.precision!r}, "
+                f"memory={self.memory})")
 
     def resolve_precision(self, n_query: int, n_reference: int, dim: int) -> Literal["fp32", "bf16"]:
         """Return the precision a search of this size runs in ("fp32" or "bf16")."""
@@ -125,182 +131,29 @@ class TorchKNN(KNNBackend):
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if cpu_prefers_bf16() else "fp32"
 
+    def plan(self, n_query: int, n_reference: int, dim: int, n_candidates: int,
+             precision: Literal["fp32", "bf16"], *, workers: int | None = None) -> BlockPlan:
+        """Return the block sizes a search of this size runs with, from the ``memory`` budget."""
+        import torch
+
+        device = _device_type(self.device)
+        if workers is None:
+            workers = 1 if device == "cuda" else max(1, torch.get_num_threads())
+        return plan_blocks(n_query, n_reference, dim, n_candidates, memory=self.memory, workers=workers,
+                           max_query_rows=self.chunk_size or _DEFAULT_CHUNK_ROWS[device],
+                           score_bytes=2 if precision == "bf16" else 4,
+                           rerank_step_bytes=_RERANK_STEP_BYTES[device] if precision == "bf16" else 0)
+
     def _search(self, query: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool) -> SearchResult:
-        import torch
-
         precision = self.resolve_precision(len(query), len(reference), query.shape[1])
-        chunk_rows = self.chunk_size or _DEFAULT_CHUNK_ROWS[_device_type(self.device)]
-        search_chunk = _ChunkSearch(query, reference, k, exclude_self, precision, self.device, chunk_rows)
-        starts = range(0, len(query), chunk_rows)
-        threads = torch.get_num_threads()
-        workers = 1 if _device_type(self.device) == "cuda" else min(threads, len(starts))
-        if workers == 1:
-            with torch.inference_mode():
-                for start in starts:
-                    search_chunk(start)
-        else:
-            # One single-threaded worker per core, each taking the next chunk when it is done: no barrier
-            # between cores inside every op, so a core slowed by another process delays only its own chunk.
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(functools.partial(_single_threaded, search_chunk, threads), starts))
-        return search_chunk.similarities, search_chunk.indices
-
-
-class _ChunkSearch:
-    """Searches one chunk of query rows per call, writing into ``similarities`` and ``indices``.
-
-    Each thread that calls it gets its own score and re-rank buffers, reused by every chunk it searches:
-    a fresh 70 MB tensor per chunk would cost page faults on CPU.
-    """
-
-    def __init__(self, query: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool,
-                 precision: Literal["fp32", "bf16"], device: str, chunk_rows: int):
-        import torch
-
-        self.query, self.k, self.exclude_self, self.device = query, k, exclude_self, device
-        self.chunk_rows = min(chunk_rows, len(query))
-        self.bf16 = precision == "bf16"
-        available = len(reference) - int(exclude_self)
-        self.n_candidates = candidate_count(k, available) if self.bf16 else k
-        self.reference_fp32 = _to_tensor(reference, device)
-        self.reference_scored = self.reference_fp32.to(torch.bfloat16 if self.bf16 else torch.float32)
-        budget = _SCORE_BUDGET_BYTES[_device_type(device)]
-        max_columns = max(1, budget // (chunk_rows * self.reference_scored.element_size()))
-        n_blocks = -(-len(reference) // max_columns)
-        self.block_columns = -(-len(reference) // n_blocks)
-        self.similarities = np.empty((len(query), k), dtype=np.float32)
-        self.indices = np.empty((len(query), k), dtype=np.int64)
-        self._buffers = threading.local()
-
-    def __call__(self, start: int) -> None:
-        import torch
-
-        if not hasattr(self._buffers, "scores"):
-            self._buffers.scores = torch.empty(self.chunk_rows * self.block_columns,
-                                               dtype=self.reference_scored.dtype, device=self.reference_scored.device)
-            if self.bf16:
-                step_bytes = _RERANK_STEP_BYTES[_device_type(self.device)]
-                self._buffers.rerank = _ExactReranker(self.reference_fp32, self.n_candidates, step_bytes)
-        stop = min(start + self.chunk_rows, len(self.query))
-        query_fp32 = _to_tensor(self.query[start:stop], self.device)
-        values, columns = _top_candidates(
-            query_fp32.to(self.reference_scored.dtype), self.reference_scored, self.n_candidates,
-            self.block_columns, self._buffers.scores, self_offset=start if self.exclude_self else None,
-        )
-        if self.bf16:
-            values = self._buffers.rerank(query_fp32, columns)
-        values, order = torch.topk(values, self.k, dim=1)
-        self.similarities[start:stop] = values.cpu().numpy()
-        self.indices[start:stop] = columns.gather(1, order).cpu().numpy()
-
-
-def _single_threaded(function, threads_after: int, *args):
-    """Call ``function(*args)`` with one intra-op torch thread in this thread, in inference mode.
-
-    OpenMP's thread count is per calling thread, so other threads keep theirs; torch also remembers the last
-    count set as the default of threads not yet started, hence ``threads_after``, the caller's own count.
-    """
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            return function(*args)
-    finally:
-        torch.set_num_threads(threads_after)
+        bf16 = precision == "bf16"
+        n_candidates = candidate_count(k, len(reference) - int(exclude_self)) if bf16 else k
+        plan = self.plan(len(query), len(reference), query.shape[1], n_candidates, precision)
+        scores, columns = block_candidates(query, reference, n_candidates, plan=plan, bf16=bf16,
+                                           device=self.device, exclude_self=exclude_self)
+        return finish(query, reference, scores, columns, k, bf16=bf16, device=self.device,
+                      rerank_step_bytes=plan.rerank_step_bytes)
 
 
 def _device_type(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
-
-
-def _to_tensor(array: np.ndarray, device: str):
-    """Return a torch view of ``array`` (no copy on CPU), moved to ``device``."""
-    import torch
-
-    with warnings.catch_warnings():
-        # A read-only array (a memory map) is fine: nothing here writes to it.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array).to(device)
-
-
-def _top_candidates(query, reference, n_candidates: int, block_columns: int, score_buffer, *,
-                    self_offset: int | None):
-    """Return (scores, columns) of the ``n_candidates`` best-scored reference rows for every query row."""
-    import torch
-
-    best_values = best_columns = None
-    for first in range(0, len(reference), block_columns):
-        block = reference[first:first + block_columns]
-        scores = score_buffer[: len(query) * len(block)].view(len(query), len(block))
-        torch.mm(query, block.T, out=scores)
-        if self_offset is not None:
-            _mask_self(scores, self_offset - first)
-        values, columns = row_topk(scores, min(n_candidates, len(block)))
-        columns += first
-        if best_values is None:
-            best_values, best_columns = values, columns
-            continue
-        merged_values = torch.cat([best_values, values], dim=1)
-        merged_columns = torch.cat([best_columns, columns], dim=1)
-        best_values, picked = torch.topk(merged_values, min(n_candidates, merged_values.shape[1]), dim=1)
-        best_columns = merged_columns.gather(1, picked)
-    return best_values, best_columns
-
-
-def _mask_self(scores, diagonal_offset: int) -> None:
-    """Set ``scores[i, i + diagonal_offset]`` to -inf wherever that column exists in the block."""
-    import torch
-
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    columns = rows + diagonal_offset
-    inside = (columns >= 0) & (columns < scores.shape[1])
-    scores[rows[inside], columns[inside]] = float("-inf")
-
-
-def row_topk(scores, m: int):
-    """Return (values, columns) of the m largest entries of every row of ``scores``, unsorted."""
-    import torch
-
-    n_rows, width = scores.shape
-    group_count = width // _GROUP_SIZE  # group j holds columns j, j + group_count, j + 2 * group_count, ...
-    if group_count < 4 * m:
-        return torch.topk(scores, m, dim=1, sorted=False)
-    grouped = scores[:, : group_count * _GROUP_SIZE].view(n_rows, _GROUP_SIZE, group_count)
-    _, best_groups = torch.topk(grouped.amax(dim=1), m, dim=1, sorted=False)
-    offsets = group_count * torch.arange(_GROUP_SIZE, device=scores.device)
-    columns = (best_groups.unsqueeze(2) + offsets).reshape(n_rows, m * _GROUP_SIZE)
-    leftover = torch.arange(group_count * _GROUP_SIZE, width, device=scores.device)
-    columns = torch.cat([columns, leftover.expand(n_rows, -1)], dim=1)
-    values, picked = torch.topk(scores.gather(1, columns), m, dim=1, sorted=False)
-    return values, columns.gather(1, picked)
-
-
-class _ExactReranker:
-    """Recomputes candidates' similarities as float32 dot products, a few query rows at a time.
-
-    The step is small enough for the gathered reference rows to stay in cache, and the buffers are reused.
-    """
-
-    def __init__(self, reference, n_candidates: int, step_bytes: int):
-        import torch
-
-        self.reference = reference
-        self.rows_per_step = max(1, step_bytes // (n_candidates * reference.shape[1] * 4))
-        shape = (self.rows_per_step, n_candidates, reference.shape[1])
-        self.gathered = torch.empty(shape, dtype=torch.float32, device=reference.device)
-        self.products = torch.empty(shape, dtype=torch.float32, device=reference.device)
-
-    def __call__(self, query, columns):
-        """Return the float32 inner products ``query[i] . reference[columns[i, j]]``."""
-        import torch
-
-        result = torch.empty(columns.shape, dtype=torch.float32, device=query.device)
-        for start in range(0, len(columns), self.rows_per_step):
-            stop = min(start + self.rows_per_step, len(columns))
-            gathered = self.gathered[: stop - start]
-            flat_columns = columns[start:stop].reshape(-1)
-            torch.index_select(self.reference, 0, flat_columns, out=gathered.view(len(flat_columns), -1))
-            products = torch.mul(gathered, query[start:stop, None, :], out=self.products[: stop - start])
-            torch.sum(products, dim=2, out=result[start:stop])
-        return result

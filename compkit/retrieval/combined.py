@@ -102,7 +102,7 @@ def _compute(config: CompetitionConfig, model: CombinedModel, workspace: Workspa
     train, n_rows = layout.table, len(layout.table)
     depth, space, exact = search_depth(config), config.postprocess, needs_exact(model)
     blending = {"blend_stages": space.blend_stages, "blend_threshold": space.blend_threshold}
-    backend = config.neighbors.backend
+    backend = config.neighbors  # the whole [neighbors] table: backend, memory, scheduler, index
     parts = []
     if config.task == "identify":
         for fold, rows in enumerate(layout.rows_of_fold):
@@ -137,7 +137,7 @@ def test_candidates(config: CompetitionConfig, model: CombinedModel, workspace: 
     """Return the model's test candidates: test rows (match) or training rows (identify's gallery)."""
     members = [config.model(name) for name in model.members]
     folds = workspace.fold_range()
-    space, backend = config.postprocess, config.neighbors.backend
+    space, backend = config.postprocess, config.neighbors
     if config.task == "identify":
         searches = [MemberSearch(combined_test_embeddings(config, member, workspace, folds),
                                  combined_gallery_embeddings(config, member, workspace, folds)) for member in members]

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from compkit.neighbors import get_backend, get_sparse_backend
+from compkit.config import NeighborSettings
+from compkit.neighbors import get_backend, get_sparse_backend, make_search
 from compkit.neighbors.base import SearchResult
 from compkit.postprocess.combined import CandidateTable, merge_lists
 from compkit.postprocess.matches import blend_embeddings
@@ -29,24 +30,28 @@ from compkit.postprocess.matches import blend_embeddings
 BLOCK_VALUES = 1 << 22  # gathered embedding values per block of pairs: bounds the temporaries
 
 
-def search(query, reference, depth: int, *, backend: str) -> SearchResult:
+def search(query, reference, depth: int, *, backend: str | NeighborSettings) -> SearchResult:
     """Return (similarities, indices) of every query row's `depth` (at most all) nearest reference rows.
 
     Sparse rows are searched by the sparse search ("auto": cuML where it can run, else scipy); dense rows by
-    the dense backend called `backend` ("auto", "torch", "faiss" or "cuml").
+    the dense backend called `backend` ("auto", "torch", "faiss" or "cuml"), or the search the whole
+    `[neighbors]` table describes (`config.neighbors`: memory budget, Dask scheduler, IVF index). Dense rows
+    may be float16 memory maps: the torch and Dask searches read them block by block.
     """
     depth = min(depth, reference.shape[0])
     if sp.issparse(reference):
         return get_sparse_backend("auto").search(query, reference, depth)
-    return get_backend(backend).search(query, reference, depth)
+    dense = make_search(backend) if isinstance(backend, NeighborSettings) else get_backend(backend)
+    return dense.search(query, reference, depth)
 
 
-def search_blended(matrix, depth: int, *, stages: int, threshold: float, backend: str) -> SearchResult:
+def search_blended(matrix, depth: int, *, stages: int, threshold: float,
+                   backend: str | NeighborSettings) -> SearchResult:
     """Return the set's neighbours within itself, after `stages` rounds of neighbourhood blending."""
     return blend_and_search(matrix, depth, stages=stages, threshold=threshold, backend=backend)[1:]
 
 
-def blend_and_search(matrix, depth: int, *, stages: int, threshold: float, backend: str):
+def blend_and_search(matrix, depth: int, *, stages: int, threshold: float, backend: str | NeighborSettings):
     """Return (blended matrix, similarities, indices): the set's neighbours within itself after blending."""
     similarities, indices = search(matrix, matrix, depth, backend=backend)
     for _ in range(stages):
@@ -78,7 +83,8 @@ def pair_similarities(query, reference, query_rows: np.ndarray, reference_rows: 
 
 
 def combined_search(
-    members: Sequence[MemberSearch], depth: int, *, exact: bool, backend: str, blend_stages: int = 0,
+    members: Sequence[MemberSearch], depth: int, *, exact: bool, backend: str | NeighborSettings,
+    blend_stages: int = 0,
     blend_threshold: float = 1.0,
 ) -> CandidateTable:
     """Return the merged top-`depth` candidates of every member's search; `exact`: all similarities filled in.

@@ -22,7 +22,7 @@ from compkit.training.checkpoint import load_state, rng_state, save_state, seed_
 from compkit.training.curves import write_training_curves
 from compkit.training.device import autocast_dtype, resolve_device
 from compkit.training.evaluate import embed_dataset, held_out_loss, identify_fold_score, match_fold_score, move_to
-from compkit.training.rows import FoldRows, fold_rows, model_fold_inputs
+from compkit.training.rows import FoldRows, model_fold_inputs, training_fold_rows
 from compkit.training.steps import EpochLoader, batches_per_epoch, create_training_step, set_body_trainable
 from compkit.training.within_epoch import EpochSoFar, MidEpoch
 from compkit.workspace import (
@@ -77,7 +77,7 @@ def train_model_fold(
     if settings.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    rows = fold_rows(config, workspace, fold)
+    rows = training_fold_rows(config, workspace, model, fold)  # with its pseudo-labelled rows, if any
     torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
     build = build_embedder(model, config.columns)
     embedder = build.embedder.to(torch_device)
@@ -117,8 +117,7 @@ def train_model_fold(
     epochs_task = progress.task(f"{model.name} fold {fold}", total=settings.epochs)
     epochs_task.update(completed=start_epoch)
     class_sizes = np.bincount(rows.train_labels, minlength=rows.n_classes)
-    loader = EpochLoader(train_set, rows.train_labels, settings, seed=settings.seed,
-                         pin_memory=torch_device.type == "cuda")
+    loader = EpochLoader(train_set, rows.train_labels, settings, seed=settings.seed, device=torch_device)
     resume_path = workspace.resume_checkpoint(model.name, fold)
 
     def resume_state(epoch: int, **extra) -> dict:

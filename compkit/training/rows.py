@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from compkit.data.folds import FOLD_COLUMN, load_folds
 from compkit.data.tables import load_train
 from compkit.errors import ParameterError, StaleArtifactError
 from compkit.schema import to_plain
+from compkit.training.pseudo import pseudo_label_inputs, pseudo_labels
 from compkit.workspace import Workspace, read_manifest
 
 
@@ -70,10 +72,18 @@ RESULT_NEUTRAL = ("checkpoint_minutes",)
 
 def model_inputs(model) -> dict:
     """Return a model's config as its artifacts' fingerprints see it: without the train settings that cannot
-    change a result (`checkpoint_minutes`: a resume is exact), so changing those keeps trained folds fresh."""
+    change a result, so changing those keeps trained folds fresh.
+
+    `checkpoint_minutes` is left out (a resume is exact); `num_workers` is recorded as 0 whatever it is (every
+    row's augmentation has its own seed), the value fingerprints held before it became result-neutral.
+    """
     plain = to_plain(model)
+    if plain.get("pseudo_label", 0) is None:  # recorded only when set, as fingerprints were before it existed
+        del plain["pseudo_label"]
     if isinstance(plain.get("train"), dict):
         plain["train"] = {key: value for key, value in plain["train"].items() if key not in RESULT_NEUTRAL}
+        if "num_workers" in plain["train"]:
+            plain["train"]["num_workers"] = 0
     return plain
 
 
@@ -87,4 +97,35 @@ def model_fold_inputs(config: CompetitionConfig, model, fold: int, workspace: Wo
         "selection": {"max_matches": config.postprocess.max_matches, "top_n": config.postprocess.top_n},
         "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
         "folds": upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}"),
+        **_pseudo_label_inputs(config, model, workspace),
     }
+
+
+def _pseudo_label_inputs(config: CompetitionConfig, model, workspace: Workspace) -> dict:
+    settings = getattr(model, "pseudo_label", None)  # only when set: other models' fingerprints stay as they were
+    return {} if settings is None else {"pseudo_label": pseudo_label_inputs(config, workspace, settings)}
+
+
+def training_fold_rows(config: CompetitionConfig, workspace: Workspace, model, fold: int) -> FoldRows:
+    """Return the rows `model` trains and validates on in `fold`: `fold_rows`, plus its pseudo-labelled test
+    rows (`pseudo_label`) among the training rows."""
+    rows = fold_rows(config, workspace, fold)
+    settings = getattr(model, "pseudo_label", None)
+    if settings is None:
+        return rows
+    return with_pseudo_labels(rows, pseudo_labels(config, workspace, settings), config.columns.label)
+
+
+def with_pseudo_labels(rows: FoldRows, pseudo: pd.DataFrame, label_column: str) -> FoldRows:
+    """Return the fold's rows with the pseudo-labelled rows of its training individuals added to its training
+    rows (appended to the table as fold -1); validation rows and classes are unchanged."""
+    codes = pd.Index(rows.classes).get_indexer(pseudo[label_column].to_numpy())
+    kept = pseudo[codes >= 0]
+    start = len(rows.frame)
+    frame = pd.concat([rows.frame, kept[[column for column in rows.frame.columns if column in kept]]],
+                      ignore_index=True)
+    return dataclasses.replace(
+        rows, frame=frame, fold_of_row=np.concatenate([rows.fold_of_row, np.full(len(kept), -1)]),
+        train=np.concatenate([rows.train, np.arange(start, start + len(kept))]),
+        train_labels=np.concatenate([rows.train_labels, codes[codes >= 0]]).astype(np.int64),
+    )

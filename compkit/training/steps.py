@@ -7,6 +7,7 @@ same object, so the benchmark measures the code that training runs.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,9 @@ class EpochLoader:
     """
 
     def __init__(self, dataset: Dataset, labels: np.ndarray, settings: TrainSettings, *, seed: int,
-                 pin_memory: bool) -> None:
+                 device: torch.device) -> None:
         self.batches = EpochBatches(labels, settings, seed=seed)
-        workers = settings.num_workers
+        workers, pin_memory = loader_workers(settings, device), device.type == "cuda"
         # its own generator: starting the loader's iterator would otherwise draw from the global RNG, which a
         # resumed run (a new iterator, new workers) would then leave in another state than an uninterrupted one
         self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=workers, pin_memory=pin_memory,
@@ -81,6 +82,14 @@ class EpochLoader:
         """Return the loader set to epoch `epoch`'s batches from `start_batch` on."""
         self.batches.set_epoch(epoch, start_batch=start_batch)
         return self.loader
+
+
+def loader_workers(settings: TrainSettings, device: torch.device) -> int:
+    """Return the DataLoader's worker processes: the setting, else on CUDA every core but the one that feeds
+    the GPU (as a Kaggle notebook's 4 cores want), on CPU none (the main process then trains on every core)."""
+    if settings.num_workers is not None:
+        return settings.num_workers
+    return max(0, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
 
 
 def batches_per_epoch(n_rows: int, settings: TrainSettings) -> int:

@@ -28,7 +28,14 @@ from compkit.retrieval.combined import CandidateNeighbors, oof_candidates
 from compkit.retrieval.layout import other_candidates, search_depth
 from compkit.retrieval.single import OOFNeighbors
 from compkit.tuning.objectives import match_evaluator
-from compkit.tuning.problem import TuningProblem, plot_parameter, species_refinement, suggest_params
+from compkit.tuning.problem import (
+    MIN2_SWITCH,
+    TuningProblem,
+    plot_parameter,
+    species_refinement,
+    suggest_params,
+    trivial_answer_score,
+)
 from compkit.workspace import Workspace
 
 
@@ -56,6 +63,7 @@ def combined_problem(
         evaluate, lambda trial: suggest_combined(trial, config, model), default, neighbors.candidates, parameter,
         bounds, refine=species_refinement(config, evaluate) if config.task == "identify" else None,
         other_candidates_score=other,
+        trivial_score=trivial_answer_score(config.task, neighbors.labels, neighbors.query_truth),
     )
 
 
@@ -72,7 +80,7 @@ def suggest_combined(trial, config: CompetitionConfig, model: CombinedModel) -> 
         threshold = params[THRESHOLD_PARAM.format(name)] = trial.suggest_float(
             THRESHOLD_PARAM.format(name), *space.threshold
         )
-        if space.min2:
+        if space.min2 and trial.suggest_categorical(MIN2_SWITCH, [True, False]):
             low, high = space.min2_threshold
             params[MIN2_PARAM.format(name)] = trial.suggest_float(MIN2_PARAM.format(name), low, min(high, threshold))
     return params
@@ -86,7 +94,8 @@ def combined_evaluator(config: CompetitionConfig, workspace: Workspace, model: C
         return UnionMatchF1(neighbors.table, model.members, neighbors.labels, max_matches=max_matches)
     if config.task == "match":
         evaluator_for = _last_by_weights(lambda weights: match_evaluator(
-            _as_oof_neighbors(neighbors, weights, search_depth(config)), max_matches=max_matches))
+            _as_oof_neighbors(neighbors, weights, search_depth(config)), max_matches=max_matches,
+            postprocess=config.postprocess))
         return lambda params: evaluator_for(combined_weights(model, params))(params)
     top5 = _last_by_weights(top5_ranker(config, model, neighbors.table, neighbors.labels))
     return Top5Objective(lambda params: top5(combined_weights(model, params)), neighbors.query_truth, NEW_INDIVIDUAL,

@@ -10,6 +10,7 @@ below the threshold a fixed change too, summed the same way over those rows' nea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -18,14 +19,23 @@ import numpy as np
 from compkit.config import CompetitionConfig
 from compkit.errors import ConfigError
 from compkit.metrics import label_sizes
+from compkit.postprocess.group_sizes import GROUP_SIZE_WEIGHT, calibrated_other_counts, target_sizes
+from compkit.postprocess.mutual import MUTUAL_TOP, mutual_filter, mutual_ranks
 from compkit.postprocess.new_individual import LabelSpecies, Top5Objective
+from compkit.postprocess.query_gallery import gallery_top5
 from compkit.postprocess.top5 import NEW_INDIVIDUAL, neighbour_top5
 from compkit.retrieval.head_scores import KNN_WEIGHT, fused_lists
 from compkit.retrieval.single import OOFNeighbors
 
 
-def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int) -> Callable[[dict], float]:
-    """Return params -> mean row-F1 of the OOF match lists those parameters give."""
+def match_evaluator(neighbors: OOFNeighbors, *, max_matches: int, postprocess=None) -> Callable[[dict], float]:
+    """Return params -> mean row-F1 of the OOF match lists those parameters give.
+
+    `postprocess` (the config's PostprocessSpace) switches on the opt-in options it asks for: the mutual-neighbour
+    filter (`mutual_top`) and group-size calibration (`calibrate_group_sizes`).
+    """
+    if postprocess is not None and (postprocess.mutual_top is not None or postprocess.calibrate_group_sizes):
+        return OptionsMatchF1(neighbors, max_matches=max_matches, mutual=postprocess.mutual_top is not None)
     return PrefixMatchF1(neighbors, max_matches=max_matches)
 
 
@@ -33,11 +43,13 @@ def identify_evaluator(neighbors: OOFNeighbors, species: LabelSpecies | None = N
     """Return params -> MAP@5 of the OOF top-5 lists with new_individual inserted.
 
     With head scores, `params["knn_weight"]` (r) re-ranks the neighbours by r * kNN + (1 - r) * head first;
-    each r's top 5 is computed once per study.
+    each r's top 5 is computed once per study. With peers (`test_in_gallery`), `params["gallery_threshold"]`
+    adds the confident OOF queries of each fold to its gallery (compkit.postprocess.query_gallery).
     """
     plain = neighbour_top5(neighbors.similarities, neighbors.indices, neighbors.labels)
     if neighbors.head_similarities is None:
-        return Top5Objective(lambda params: plain, neighbors.query_truth, NEW_INDIVIDUAL, species)
+        return Top5Objective(lambda params: gallery_top5(*plain, neighbors.peers, params), neighbors.query_truth,
+                             NEW_INDIVIDUAL, species)
 
     @functools.lru_cache(maxsize=64)
     def fused_top5(knn_weight: float):
@@ -46,7 +58,7 @@ def identify_evaluator(neighbors: OOFNeighbors, species: LabelSpecies | None = N
 
     def top5(params: dict):
         weight = params.get(KNN_WEIGHT, 1.0)
-        return plain if weight == 1.0 else fused_top5(float(weight))
+        return gallery_top5(*(plain if weight == 1.0 else fused_top5(float(weight))), neighbors.peers, params)
 
     return Top5Objective(top5, neighbors.query_truth, NEW_INDIVIDUAL, species)
 
@@ -56,7 +68,7 @@ def evaluator(
 ) -> Callable[[dict], float]:
     """Return params -> the task's OOF score of `neighbors` (match: row-F1; identify: MAP@5)."""
     if config.task == "match":
-        return match_evaluator(neighbors, max_matches=config.postprocess.max_matches)
+        return match_evaluator(neighbors, max_matches=config.postprocess.max_matches, postprocess=config.postprocess)
     return identify_evaluator(neighbors, species)
 
 
@@ -142,6 +154,24 @@ class PrefixMatchF1:
             hits = hits + (added & self.nearest_other_same)
         return 2.0 * hits / (self.group_sizes + predicted)
 
+    def calibrated_row_scores(self, params: dict, targets: np.ndarray) -> np.ndarray:
+        """Return each row's F1 with the rule's lists calibrated to `targets` (compkit.postprocess.group_sizes).
+
+        Equal to `match_mask` then `calibrated_keep` then row F1, from the prefix counts (one binary search)."""
+        depth = self.similarities.shape[1]
+        columns = self.prefix_lengths(params["threshold"])
+        kept = self.predicted_before[self.rows, columns] - (self.self_column < columns)
+        min2_threshold = params.get("min2_threshold")
+        if min2_threshold is not None:
+            kept = np.where((kept == 0) & (self.nearest_other_similarity >= min2_threshold), 1, kept)
+        next_column = kept + (self.self_column <= kept)
+        next_similarity = np.where(next_column < depth,
+                                   self.similarities[self.rows, np.minimum(next_column, depth - 1)], -np.inf)
+        listed = self.predicted_before[:, -1] - self.has_self
+        counts = calibrated_other_counts(kept, next_similarity, listed, targets, params[GROUP_SIZE_WEIGHT])
+        predicted, hits = self._counts(self.rows, counts + (self.self_column < counts))
+        return 2.0 * hits / (self.group_sizes + predicted)
+
     def prefix_lengths(self, threshold: float) -> np.ndarray:
         """Return how many neighbours of each row reach `threshold` (rows sorted descending)."""
         depth = self.similarities.shape[1]
@@ -163,3 +193,41 @@ def _prefix_counts(flags: np.ndarray) -> np.ndarray:
     counts = np.zeros((flags.shape[0], flags.shape[1] + 1), dtype=np.int32)
     np.cumsum(flags, axis=1, out=counts[:, 1:])
     return counts
+
+
+class OptionsMatchF1:
+    """params -> OOF mean row-F1 with the opt-in match options: the mutual-neighbour filter (`mutual_top`, r) and
+    group-size calibration (`group_size_weight`), each present in `params` when the config switches it on.
+
+    Each r's filtered lists get their own `PrefixMatchF1`, built on first use (the mutual ranks once per study);
+    calibration costs one binary search and one sort of the rows a call, instead of `PrefixMatchF1`'s sums.
+    """
+
+    def __init__(self, neighbors: OOFNeighbors, *, max_matches: int, mutual: bool) -> None:
+        self.neighbors, self.max_matches = neighbors, max_matches
+        self.ranks = mutual_ranks(neighbors.indices) if mutual else None
+        # the OOF rows are the training rows: their sizes, spread over the rows, are each row's target
+        self.targets = target_sizes(len(neighbors.labels), label_sizes(neighbors.labels))
+        self.filtered = functools.lru_cache(maxsize=16)(self._filtered)
+
+    def _filtered(self, top: int | None) -> PrefixMatchF1:
+        neighbors = self.neighbors
+        if top is not None:
+            similarities, indices = mutual_filter(neighbors.similarities, neighbors.indices, top, ranks=self.ranks)
+            neighbors = dataclasses.replace(neighbors, similarities=similarities, indices=indices)
+        return PrefixMatchF1(neighbors, max_matches=self.max_matches)
+
+    def prefix(self, params: dict) -> PrefixMatchF1:
+        top = params.get(MUTUAL_TOP)
+        return self.filtered(None if top is None or self.ranks is None else int(round(top)))
+
+    def row_scores(self, params: dict) -> np.ndarray:
+        prefix = self.prefix(params)
+        if GROUP_SIZE_WEIGHT in params:
+            return prefix.calibrated_row_scores(params, self.targets)
+        return prefix.row_scores(params["threshold"], params.get("min2_threshold"))
+
+    def __call__(self, params: dict) -> float:
+        if GROUP_SIZE_WEIGHT in params:
+            return float(self.row_scores(params).mean())
+        return self.prefix(params)(params)

@@ -23,7 +23,14 @@ from compkit.retrieval.layout import resolve_candidates
 from compkit.retrieval.single import single_inputs
 from compkit.schema import to_plain
 from compkit.tuning.combined import combined_problem
-from compkit.tuning.problem import TuningProblem, search_ranges, warn_at_edges, write_score_plot
+from compkit.tuning.problem import (
+    TRIVIAL_ANSWER,
+    TuningProblem,
+    search_ranges,
+    trivial_params,
+    warn_at_edges,
+    write_score_plot,
+)
 from compkit.tuning.single import single_problem
 from compkit.tuning.tuned import TunedModel, load_tuned, write_tuned
 from compkit.workspace import Workspace, fingerprint, is_fresh, write_manifest
@@ -47,6 +54,7 @@ class TuneResult:
     path: Path
     plot: Path
     skipped: bool = False  # fresh parameters were kept and no trial was added (skip_fresh)
+    trivial_score: float | None = None  # the OOF score of the trivial answer (see tuning.problem.trivial_params)
 
 
 def neighbors_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:
@@ -173,20 +181,38 @@ def tune_model(
     if problem.refine is not None:
         params = problem.refine(params)
         oof_score = problem.evaluate(params)
+    trials_params, trials_score = params, oof_score
+    trivial = trivial_params(problem.default_params)
+    trivial_score = problem.evaluate(trivial) if problem.trivial_score is None else problem.trivial_score
+    if oof_score < trivial_score:  # tuning never ends below the trivial answer: answer it (identify: put
+        params = trivial  # new_individual first everywhere, the model's guesses after it, >= the trivial score)
+        oof_score = trivial_score if config.task == "match" else problem.evaluate(trivial)
     other = problem.other_candidates_score(params) if problem.other_candidates_score else None
     default_score = problem.evaluate(problem.default_params)  # no min2: the naive baseline
     path, plot = workspace.tuned_params(model.name), workspace.score_plot(model.name)
     ranges = search_ranges(config.postprocess, study.best_params)
-    warn_at_edges(problem, params, ranges)
-    write_score_plot(plot, problem, params, ranges, oof_score=oof_score, default_score=default_score,
-                     metric=metric_name(config.task), title=f"{config.slug} {model.name}")
+    warn_at_edges(problem, trials_params, ranges)
+    write_score_plot(plot, problem, trials_params, ranges, oof_score=trials_score, default_score=default_score,
+                     trivial_score=trivial_score, metric=metric_name(config.task), title=f"{config.slug} {model.name}")
+    if trials_score <= trivial_score + 1e-12:
+        warnings.warn(trivial_warning(config, model.name, trials_score, trivial_score), stacklevel=2)
     inputs = tuned_inputs(config, model, workspace, problem.candidates)
     record_result(workspace, "tune", model.name, oof_score, task=config.task, inputs=inputs, result=params,
                   settings={"study": name, "candidates": problem.candidates, "n_trials": complete_trials(study)})
     write_tuned(path, TunedModel(model.name, params, oof_score, default_score, problem.candidates, other, name,
-                                 complete_trials(study), plot.name))
+                                 complete_trials(study), plot.name, trivial_score))
     write_manifest(path, inputs)
-    return TuneResult(model.name, params, oof_score, default_score, other, complete_trials(study), name, path, plot)
+    return TuneResult(model.name, params, oof_score, default_score, other, complete_trials(study), name, path, plot,
+                      trivial_score=trivial_score)
+
+
+def trivial_warning(config: CompetitionConfig, model: str, tuned_score: float, trivial_score: float) -> str:
+    """Return the one-line warning of a model whose tuned OOF score does not beat the trivial answer's."""
+    replaced = {"match": "; its parameters are now the trivial answer's",
+                "identify": "; it now puts new_individual first for every image"}
+    kept = replaced[config.task] if tuned_score < trivial_score else ""
+    return (f"{model}: tuned OOF {metric_name(config.task)} {tuned_score:.4f} does not beat the trivial answer "
+            f"({TRIVIAL_ANSWER[config.task]}: {trivial_score:.4f}){kept}")
 
 
 def _fresh_tuned(config, workspace: Workspace, model: ModelConfig, candidates: str, study_name: str | None):
@@ -202,7 +228,7 @@ def _fresh_tuned(config, workspace: Workspace, model: ModelConfig, candidates: s
         return None
     return TuneResult(model.name, recorded.params, recorded.oof_score, recorded.default_score,
                       recorded.other_candidates_score, recorded.n_trials, recorded.study, path,
-                      path.with_name(recorded.plot), skipped=True)
+                      path.with_name(recorded.plot), skipped=True, trivial_score=recorded.trivial_score)
 
 
 def tuned_inputs(config: CompetitionConfig, model: ModelConfig, workspace: Workspace, candidates: str) -> dict:

@@ -6,7 +6,7 @@ missing or stale ones. `load_tuned` reads the file as it is, for those that only
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from compkit.errors import DataError
@@ -18,7 +18,9 @@ class TunedModel:
     """The best post-processing parameters of one model's study, with its OOF scores.
 
     `candidates`: the candidate set the OOF queries searched ("all" or "fold"); `other_candidates_score`: the
-    same parameters' score with the other set (match only); `plot`: the score plot's file name.
+    same parameters' score with the other set (match only); `plot`: the score plot's file name;
+    `trivial_score`: the OOF score of the trivial answer (match: each posting matches only itself; identify:
+    every image new_individual), None in files written before it was recorded.
     """
 
     model: str
@@ -30,6 +32,7 @@ class TunedModel:
     study: str
     n_trials: int
     plot: str
+    trivial_score: float | None = None
 
 
 def write_tuned(path: Path, tuned: TunedModel) -> None:
@@ -41,7 +44,8 @@ def load_tuned(path: Path) -> TunedModel:
     """Return the tuned parameters stored in `path`, unchecked for freshness; DataError when unreadable."""
     stored = read_json(path)
     names = [field.name for field in fields(TunedModel)]
-    missing = [name for name in names if not isinstance(stored, dict) or name not in stored]
+    required = [field.name for field in fields(TunedModel) if field.default is MISSING]
+    missing = [name for name in required if not isinstance(stored, dict) or name not in stored]
     if missing:
         raise DataError(f"{path}: not a tuned-parameters file (no {missing[0]!r}); run compkit tune-threshold again")
-    return TunedModel(**{name: stored[name] for name in names})
+    return TunedModel(**{name: stored[name] for name in names if name in stored})
