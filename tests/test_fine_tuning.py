@@ -155,3 +155,17 @@ def test_neck_statistics_are_fitted_to_the_rows_and_the_backbone_is_left_alone()
     assert torch.allclose(norm.running_var, before_norm.var(0), rtol=1e-3)
     assert all(torch.equal(v, backbone_before[k]) for k, v in embedder.backbone.state_dict().items())
     assert embedder.neck[1].momentum == 0.1
+
+
+def test_batchnorm_statistics_skip_a_last_batch_of_one_row():
+    from torch.utils.data import TensorDataset
+
+    from compkit.training.loop import fit_neck_statistics, recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    embedder = ImageEmbedder(timm.create_model("test_resnet", num_classes=0), embedding_dim=16, pooling="avg",
+                             image_size=32)
+    rows = TensorDataset(torch.randn(5, 3, 32, 32), torch.zeros(5))  # batches of 2, 2 and 1
+    fit_neck_statistics(embedder, rows, torch.device("cpu"), batch_size=2)
+    recalibrate_batchnorm(embedder, rows, torch.device("cpu"), batch_size=2)
+    assert torch.isfinite(embedder.neck[1].running_var).all()

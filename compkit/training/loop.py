@@ -264,8 +264,8 @@ def recalibrate_batchnorm(embedder, dataset, device: torch.device, *, batch_size
     """
     from torch.optim.swa_utils import update_bn
 
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    update_bn((move_to(inputs, device) for inputs, _ in loader), embedder, device=None)
+    update_bn((move_to(inputs, device) for inputs, _ in _statistics_batches(dataset, batch_size)), embedder,
+              device=None)
 
 
 @torch.no_grad()
@@ -285,11 +285,17 @@ def fit_neck_statistics(embedder, dataset, device: torch.device, *, batch_size: 
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average over every batch
         norm.train()
-    for inputs, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for inputs, _ in _statistics_batches(dataset, batch_size):
         embedder(move_to(inputs, device))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
         norm.eval()
+
+
+def _statistics_batches(dataset, batch_size: int) -> DataLoader:
+    """Return `dataset` in order, in batches BatchNorm can take statistics of: a last batch of a single row,
+    which training-mode BatchNorm refuses, is left out."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=len(dataset) % batch_size == 1)
 
 
 def _score_fold(config, model, embedder, data, rows: FoldRows, device, amp_dtype, channels_last):
