@@ -114,6 +114,16 @@ def tiny_files() -> dict[str, bytes]:
 
 
 @pytest.fixture
+def input_folder(tmp_path: Path, tiny_files: dict[str, bytes]) -> Path:
+    """The tiny competition's files in a Kaggle-format folder, as a notebook's /kaggle/input holds them."""
+    folder = tmp_path / "kaggle" / "input" / TINY_SLUG
+    for name, content in tiny_files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return folder
+
+
+@pytest.fixture
 def kaggle_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty home and Kaggle config folder, so the client never reads the real credentials."""
     home = tmp_path / "home"

@@ -29,15 +29,6 @@ def workspace(tmp_path: Path) -> Workspace:
 
 
 @pytest.fixture
-def input_folder(tmp_path: Path, tiny_files: dict[str, bytes]) -> Path:
-    folder = tmp_path / "kaggle" / "input" / TINY_SLUG
-    for name, content in tiny_files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(content)
-    return folder
-
-
-@pytest.fixture
 def read_only(monkeypatch: pytest.MonkeyPatch):
     """Make the folders passed to it unwritable for this process, as a read-only mount is (even for root)."""
     folders: list[Path] = []

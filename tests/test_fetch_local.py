@@ -21,15 +21,6 @@ def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path / "work" / TINY_SLUG)
 
 
-@pytest.fixture
-def input_folder(tmp_path: Path, tiny_files: dict[str, bytes]) -> Path:
-    folder = tmp_path / "kaggle" / "input" / TINY_SLUG
-    for name, content in tiny_files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(content)
-    return folder
-
-
 def zip_of(path: Path, files: dict[str, bytes], *, prefix: str = "") -> Path:
     with zipfile.ZipFile(path, "w") as bundle:
         for name, content in files.items():
