@@ -480,9 +480,19 @@ class NeighborSettings:
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
-    """How cached embeddings are stored."""
+    """How cached embeddings are stored, and how the test set is embedded on a Dask cluster.
+
+    `test_shard_rows` > 0: on a cluster (`--scheduler`), each fold model embeds the test set as tasks of about
+    that many rows (whole embedding batches, so the result is the same bytes), spread over the workers.
+    """
 
     dtype: Literal["float32", "float16"] = "float32"
+    test_shard_rows: int = 0
+
+    def check(self) -> str | None:
+        if self.test_shard_rows < 0:
+            return f"test_shard_rows must be >= 0 (0: one task per fold), got {self.test_shard_rows}"
+        return None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ def run_pipeline(
     select: str = ENSEMBLE_SELECT,
     train_models: bool = True,
     verify: bool = False,
+    scheduler: str | None = None,
+    storage: str | None = None,
     progress: Progress = NO_PROGRESS,
     on_stage: Callable[[str, str], None] = lambda stage, outcome: None,
 ) -> PipelineReport:
@@ -63,7 +65,7 @@ def run_pipeline(
         for path, reason in damaged_outputs(workspace.root, verify=True):
             report.set_aside.append((set_aside(path), reason))
     options = RunOptions(trials=trials, device=device, jobs=jobs, select=select, train_models=train_models,
-                         progress=progress)
+                         scheduler=scheduler, storage=storage, progress=progress)
     for stage in pipeline_stages(config, workspace):
         outcome = FRESH if stage.state().fresh else stage.make(options)
         report.stages.append((stage.name, outcome))

@@ -63,6 +63,8 @@ class RunOptions:
     jobs: int = 1
     select: str = ENSEMBLE_SELECT
     train_models: bool = True  # False (the kernel): embed with the trained checkpoints as they are
+    scheduler: str | None = None  # a Dask scheduler: training and embedding run as tasks on its cluster
+    storage: str | None = None  # the studies' SQLAlchemy URL (default: the workspace's SQLite file)
     progress: Progress = NO_PROGRESS
 
 
@@ -225,7 +227,8 @@ def _train_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCo
         if not options.train_models:
             return "not trained: its checkpoints are used as they are"
         outcomes = run_models(config, workspace, folds=workspace.fold_range(), models=[model.name],
-                              jobs=options.jobs, device=options.device, progress=options.progress)
+                              jobs=options.jobs, device=options.device, scheduler=options.scheduler,
+                              progress=options.progress)
         trained = sum(1 for o in outcomes if o.trained is not None and not o.trained.skipped)
         return f"{trained} of {len(outcomes)} folds trained, the rest fresh"
 
@@ -241,7 +244,8 @@ def _embed_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCo
         from compkit.embeddings.runner import run_models  # torch
 
         outcomes = run_models(config, workspace, folds=workspace.fold_range(), models=[model.name],
-                              jobs=options.jobs, device=options.device, embed_only=True, progress=options.progress)
+                              jobs=options.jobs, device=options.device, scheduler=options.scheduler,
+                              embed_only=True, progress=options.progress)
         embedded = sum(1 for o in outcomes if not o.embedded.skipped)
         return f"{embedded} of {len(outcomes)} folds embedded, the rest fresh"
 

@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from typing import Any
 import compkit
 from compkit.errors import ConfigError, DataError, StaleArtifactError
 from compkit.names import path_component
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"  # no "-": temporaries' names parse
 
 WORKSPACE_ENV = "COMPKIT_WORKSPACE"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -211,8 +215,9 @@ def embedding_stem(folder: Path, part: str) -> Path:
 
 
 def temp_sibling(path: Path) -> Path:
-    """Return a unique hidden temporary path in the same folder as `path` (same filesystem), naming this pid."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """Return a unique hidden temporary path in the same folder as `path` (same filesystem), naming this pid
+    and this machine (`.<name>.tmp-<pid>-<hex>-<host>`: machines sharing the workspace keep theirs apart)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{_HOST}")
 
 
 def temp_siblings(path: Path) -> list[Path]:
@@ -230,10 +235,12 @@ def remove_path(path: Path) -> None:
 
 
 def remove_abandoned_temporaries(path: Path) -> None:
-    """Remove the `temp_sibling`s of `path` whose process no longer runs on this machine (killed mid-write)."""
+    """Remove the `temp_sibling`s of `path` made on this machine by a process that no longer runs (killed
+    mid-write). Another machine's are left alone: its pids mean nothing here."""
     for leftover in temp_siblings(path):
-        pid = leftover.name.rsplit(".tmp-", 1)[1].split("-")[0]
-        if not (pid.isdigit() and _is_running(int(pid))):
+        pid, _, rest = leftover.name.rsplit(".tmp-", 1)[1].partition("-")
+        host = rest.partition("-")[2]  # empty in the names written before the host was added
+        if host in ("", _HOST) and not (pid.isdigit() and _is_running(int(pid))):
             remove_path(leftover)
 
 

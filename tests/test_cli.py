@@ -37,17 +37,18 @@ def test_help_shows_flags_bare_values_by_their_type_and_takes_h(command):
 def test_help_lists_the_choices_the_library_accepts():
     from compkit.data.fetch import SOURCES
     from compkit.data.folds import STRATEGIES
+    from compkit.embeddings.runner import BACKENDS
     from compkit.ensemble.embedding_level import EMBEDDING_METHODS
     from compkit.ensemble.vote import METHODS
     from compkit.ensemble.weights import SELECTIONS
     from compkit.retrieval.layout import CANDIDATES
 
-    devices, joblib_backends = ("auto", "cpu", "cuda"), ("loky", "dask")  # resolve_device, run_models
+    devices = ("auto", "cpu", "cuda")  # resolve_device
     choices = {
         "init": {"--task": get_args(Task)},
         "fetch": {"--source": SOURCES},
         "folds": {"--strategy": STRATEGIES},
-        "train": {"--device": devices, "--backend": joblib_backends, "--knn": KNN_BACKENDS},
+        "train": {"--device": devices, "--backend": BACKENDS, "--knn": KNN_BACKENDS},
         "embed": {"--device": devices},
         "tune-threshold": {"--candidates": CANDIDATES, "--knn": KNN_BACKENDS},
         "predict": {"--knn": KNN_BACKENDS},

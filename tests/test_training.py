@@ -45,11 +45,11 @@ train = {{ epochs = {epochs}, batch_size = 16, lr = 2e-3, warmup_epochs = 0.5, e
 """
 
 
-def tiny_match(tmp_path: Path, *, epochs: int = 2, name: str = "tiny-match") -> Path:
+def tiny_match(tmp_path: Path, *, epochs: int = 2, name: str = "tiny-match", test_groups: int = 8) -> Path:
     text = (ROOT / "competitions" / "demo-match" / "competition.toml").read_text()
     text = text[: text.index("[[models]]")] + TINY_MODELS.format(epochs=epochs) + text[text.index("[postprocess]") :]
     text = re.sub(r"n_train_groups = \d+", "n_train_groups = 30", text)
-    text = re.sub(r"n_test_groups = \d+", "n_test_groups = 8", text)
+    text = re.sub(r"n_test_groups = \d+", f"n_test_groups = {test_groups}", text)
     text = re.sub(r"image_size = 64", "image_size = 32", text)
     text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-match"', f'slug = "{name}"')
     folder = tmp_path / "competitions" / name

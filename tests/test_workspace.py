@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ from compkit.workspace import (
     manifest_path,
     read_manifest,
     replace_directory,
+    temp_sibling,
     write_csv,
     write_manifest,
     write_text,
@@ -47,6 +50,23 @@ def test_failed_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path):
         raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert leftovers(tmp_path) == []
+
+
+def test_a_write_removes_this_machines_dead_temporaries_and_leaves_other_machines_alone(tmp_path):
+    target = tmp_path / "oof.csv"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    here = temp_sibling(target).name.rsplit("-", 1)[1]
+    names = {
+        "this machine, dead": f".oof.csv.tmp-{pid}-0badc0de-{here}",
+        "this machine, running": f".oof.csv.tmp-{os.getpid()}-0badc0de-{here}",
+        "before hosts were named, dead": f".oof.csv.tmp-{pid}-0badc0de",
+        "another machine, same dead pid": f".oof.csv.tmp-{pid}-0badc0de-gpu_box.cluster",
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("half")
+    write_text(target, "done")
+    assert leftovers(tmp_path) == sorted([names["this machine, running"], names["another machine, same dead pid"]])
 
 
 def test_write_csv_is_atomic_and_indexless(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from compkit.cli.console import RichProgress, fail, handle_errors, stderr, stdout
 from compkit.cli.options import (
+    AsJson,
     Competition,
     DataSourceName,
     Force,
@@ -156,6 +158,13 @@ def folds(
     stdout.print(str(result.path), highlight=False)
 
 
+def _print_status_json(config, space: Workspace, entries, command: str | None) -> None:
+    stages = [{"stage": entry.stage, "state": entry.state, "artifact": space.relative(entry.artifact),
+               "detail": entry.detail} for entry in entries]
+    print(json.dumps({"competition": config.slug, "workspace": str(space.root), "stages": stages,
+                      "next": command}, indent=2))
+
+
 def status(
     competition: Competition = None,
     overrides: Overrides = None,
@@ -163,6 +172,7 @@ def status(
     workspace: WorkspaceBase = None,
     verify: bool = typer.Option(False, "--verify", help="Also hash every artifact's files against its manifest "
                                 "(reads them all); exit 1 when one is damaged."),
+    as_json: AsJson = False,
 ) -> None:
     """Show each stage's artifacts: fresh, stale, damaged, present (not judged) or missing."""
     from compkit.stages import next_command
@@ -172,6 +182,11 @@ def status(
     space = Workspace.for_competition(config.slug, workspace)
     table = Table("stage", "state", "artifact", "detail", title=f"{config.slug} ({space.root})")
     entries = stage_statuses(config, space, verify=verify)
+    if as_json:
+        _print_status_json(config, space, entries, next_command(config, entries))
+        if verify and any(entry.state == "damaged" for entry in entries):
+            raise typer.Exit(1)
+        return
     for entry in entries:
         style = STATE_STYLES[entry.state]
         artifact = entry.artifact

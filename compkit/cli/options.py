@@ -50,6 +50,17 @@ WorkspaceBase = Annotated[
         show_default=False,
     ),
 ]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        envvar="COMPKIT_SCHEDULER",
+        metavar="ADDRESS",
+        help="Run the work as tasks on the Dask cluster at this scheduler address (tcp://host:8786); its "
+        "workers must see the workspace (README: Running on several machines).",
+        show_default=False,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON for machines.")]
 Force = Annotated[bool, typer.Option("--force", help="Redo the stage even when its artifacts are fresh.")]
 Knn = Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ from compkit.cli.options import (
     LocalPath,
     Models,
     Overrides,
+    Scheduler,
     WorkspaceBase,
     open_config,
 )
@@ -48,6 +50,11 @@ def run(
     source: DataSourceName = None,
     path: LocalPath = None,
     in_place: InPlace = None,
+    scheduler: Scheduler = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", envvar="COMPKIT_STORAGE", metavar="URL",
+        help="SQLAlchemy URL of the Optuna studies (postgresql://...), shared by tuners on several machines "
+        "(default: the workspace's SQLite file).", show_default=False)] = None,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores.
@@ -55,12 +62,15 @@ def run(
     With --submit the final CSV is then submitted as `compkit submit` does (--message, --wait, --timeout).
     --source/--path/--in-place choose where missing or changed data is fetched from, as `compkit fetch` does
     (default: the local folder it was fetched from, else the config's source); data that is intact is used as
-    it is, without asking Kaggle.
+    it is, without asking Kaggle. With --scheduler, training, embedding and dense kNN searches run as tasks
+    on that Dask cluster; with --storage, tuning uses that database.
     """
     from compkit.data.fetch import with_data_source, with_recorded_source
     from compkit.pipeline import run_pipeline
 
     config = open_config(competition, overrides, models, knn=knn)
+    if scheduler and not config.neighbors.scheduler:  # the searches shard over the same cluster
+        config = dataclasses.replace(config, neighbors=dataclasses.replace(config.neighbors, scheduler=scheduler))
     space = Workspace.for_competition(config.slug, workspace)
     if submit:
         from compkit.submit.upload import refuse_code_competition
@@ -72,7 +82,8 @@ def run(
         config = with_data_source(config, source=source, path=path, in_place=in_place)
     with RichProgress() as progress:
         report = run_pipeline(
-            config, space, trials=trials, device=device, jobs=jobs, verify=verify, progress=progress,
+            config, space, trials=trials, device=device, jobs=jobs, verify=verify, scheduler=scheduler,
+            storage=storage, progress=progress,
             on_stage=lambda stage, outcome: progress.log(f"[bold]{stage}[/]: {outcome}"),
         )
     for path, reason in report.set_aside:

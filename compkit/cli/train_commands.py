@@ -8,7 +8,16 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, Knn, Models, Overrides, WorkspaceBase, open_config
+from compkit.cli.options import (
+    Competition,
+    Force,
+    Knn,
+    Models,
+    Overrides,
+    Scheduler,
+    WorkspaceBase,
+    open_config,
+)
 from compkit.workspace import Workspace
 
 FoldChoice = Annotated[
@@ -16,6 +25,9 @@ FoldChoice = Annotated[
     typer.Option("--fold", metavar="K[,K...]|all", help="Folds to hold out: repeat or separate with commas "
                  "(--fold 0,1); default: all.", show_default=False),
 ]
+Backend = Annotated[str, typer.Option("--backend", metavar="<auto|loky|dask>", help="Where tasks run: loky "
+                                      "(--jobs local processes) or dask (the cluster at --scheduler); auto: dask "
+                                      "when --scheduler is given.")]
 Device = Annotated[str, typer.Option("--device", metavar="<auto|cpu|cuda>",
                                      help="Where to train: auto (CUDA when torch sees a GPU), cpu or cuda.")]
 
@@ -32,9 +44,8 @@ def train(
     model: Models = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel worker processes (threads are split among them).")] = 1,
     device: Device = "auto",
-    backend: Annotated[str, typer.Option("--backend", metavar="<loky|dask>", help="joblib backend: loky (local "
-                                         "processes) or dask (--scheduler).")] = "loky",
-    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address.")] = None,
+    backend: Backend = "auto",
+    scheduler: Scheduler = None,
     knn: Knn = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
@@ -50,11 +61,12 @@ def embed(
     fold: FoldChoice = None,
     model: Models = None,
     device: Device = "auto",
+    scheduler: Scheduler = None,
     force: Force = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Rebuild OOF and test embeddings from the trained checkpoints alone (no training)."""
-    _run(competition, overrides, fold, model, 1, device, "loky", None, workspace, embed_only=True, force=force)
+    _run(competition, overrides, fold, model, 1, device, "auto", scheduler, workspace, embed_only=True, force=force)
 
 
 def _run(competition, overrides, fold, models, jobs, device, backend, scheduler, workspace, *, embed_only: bool,

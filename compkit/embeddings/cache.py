@@ -10,7 +10,6 @@ Test embeddings of the fold models are combined on load (mean, renormalised; TF-
 
 from __future__ import annotations
 
-import dataclasses
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import scipy.sparse as sp
 
 from compkit.config import NEURAL_KINDS, CompetitionConfig, ModelConfig, is_trained
 from compkit.data.tables import load_test
+from compkit.embeddings.shards import collected_shards, remove_shards
 from compkit.errors import DamagedArtifact, StaleArtifactError
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.training.rows import fold_rows, model_inputs, upstream_fingerprint
@@ -75,8 +75,9 @@ def embed_model_fold(
         np.save(_npy(embedding_stem(staging, "oof_ids")), train_ids[rows.valid])
         gallery = None
         if model.kind in NEURAL_KINDS:
+            sharded = collected_shards(config, model, fold, workspace, inputs, len(test))
             oof, test_vectors, gallery = _neural_embeddings(
-                config, model, fold, workspace, rows, test, device, progress
+                config, model, fold, workspace, rows, test, device, progress, test_vectors=sharded
             )
             if config.task == "identify" and is_trained(model):
                 _save_centres(staging, workspace.best_checkpoint(model.name, fold))
@@ -89,40 +90,22 @@ def embed_model_fold(
         if gallery is not None:
             _save_matrix(embedding_stem(staging, "train"), gallery, config.embeddings.dtype)
     write_manifest(directory, inputs, rows=len(rows.valid), test_rows=len(test))
+    remove_shards(workspace, model, fold, inputs)
     return EmbeddingResult(model.name, fold, False, directory)
 
 
-def _neural_embeddings(config, model, fold, workspace, rows, test, device, progress):
-    import torch
-
-    from compkit.models.factory import build_embedder
-    from compkit.training.checkpoint import load_state
-    from compkit.training.device import autocast_dtype, resolve_device
+def _neural_embeddings(config, model, fold, workspace, rows, test, device, progress, test_vectors=None):
+    """Return (OOF, test, gallery) embeddings of fold `fold`'s model; `test_vectors` given: the test set's, as
+    its shards on a cluster embedded them (compkit.embeddings.shards)."""
+    from compkit.embeddings.extract import embed_test_rows, fold_embedder
     from compkit.training.evaluate import embed_dataset
 
-    if is_trained(model):  # its weights come from the fold's checkpoint, not from the pretrained file
-        if model.kind == "image":
-            model = dataclasses.replace(model, pretrained=False, pretrained_path=None)
-        build = build_embedder(model, config.columns)
-        build.embedder.load_state_dict(load_state(workspace.best_checkpoint(model.name, fold))["embedder"])
-    else:  # zero-shot: the pretrained backbone as it is (seeded, so random weights are the same in every fold)
-        torch.manual_seed(model.train.seed)
-        build = build_embedder(model, config.columns)
-    torch_device = resolve_device(device)
-    build.embedder.to(torch_device)
-    options = {
-        "device": torch_device,
-        "batch_size": model.train.batch_size * 2,
-        "autocast_dtype": autocast_dtype(model.train.amp, torch_device),
-        "progress": progress,
-    }
+    build, options = fold_embedder(config, model, fold, workspace, device, progress)
     train_inputs = build.inputs(rows.frame, workspace.data_dir / config.data.train_images)
-    test_inputs = build.inputs(test, workspace.data_dir / config.data.test_images)
-    unlabelled = np.full(len(test), -1)
     oof = embed_dataset(build.embedder, train_inputs.dataset(rows.valid, rows.valid_labels, train=False),
                         description=f"{model.name} fold {fold} oof", **options)
-    test_vectors = embed_dataset(build.embedder, test_inputs.dataset(np.arange(len(test)), unlabelled, train=False),
-                                 description=f"{model.name} fold {fold} test", **options)
+    if test_vectors is None:
+        test_vectors = embed_test_rows(config, model, fold, workspace, build, options, test, 0, len(test))
     gallery = None
     if config.task == "identify":
         every_row = np.arange(len(rows.frame))

@@ -1,25 +1,17 @@
-"""Train and embed many (model, fold) pairs: in this process, or in parallel workers through joblib."""
+"""Train and embed many (model, fold) pairs: in this process, in local processes (joblib), or on a Dask cluster."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from compkit.config import COMBINED_KINDS, CompetitionConfig, is_trained
-from compkit.embeddings.cache import EmbeddingResult, embed_model_fold
-from compkit.errors import BackendUnavailable, ConfigError, ParameterError
+from compkit.config import COMBINED_KINDS, CompetitionConfig
+from compkit.embeddings.fold_task import TaskOutcome, run_model_fold
+from compkit.errors import ConfigError, ParameterError
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.training.loop import FoldResult, train_model_fold
 from compkit.workspace import Workspace
 
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    model: str
-    fold: int
-    trained: FoldResult | None
-    embedded: EmbeddingResult
+BACKENDS = ("auto", "loky", "dask")
 
 
 def parse_folds(fold: str | Sequence[str] | None, workspace: Workspace) -> list[int]:
@@ -43,31 +35,6 @@ def parse_folds(fold: str | Sequence[str] | None, workspace: Workspace) -> list[
     return list(dict.fromkeys(chosen))
 
 
-def run_model_fold(
-    config: CompetitionConfig,
-    model_name: str,
-    fold: int,
-    workspace: Workspace,
-    *,
-    device: str = "auto",
-    threads: int | None = None,
-    embed_only: bool = False,
-    force: bool = False,
-    progress: Progress = NO_PROGRESS,
-) -> TaskOutcome:
-    """Train (unless it is a matcher, or embed_only) then embed one model on one fold; `force`: even when fresh."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    model = config.model(model_name)
-    trained = None
-    if is_trained(model) and not embed_only:
-        trained = train_model_fold(config, model, fold, workspace, device=device, force=force, progress=progress)
-    embedded = embed_model_fold(config, model, fold, workspace, device=device, force=force, progress=progress)
-    return TaskOutcome(model.name, fold, trained, embedded)
-
-
 def run_models(
     config: CompetitionConfig,
     workspace: Workspace,
@@ -76,16 +43,18 @@ def run_models(
     models: list[str] | None = None,
     jobs: int = 1,
     device: str = "auto",
-    backend: str = "loky",
+    backend: str = "auto",
     scheduler: str | None = None,
     embed_only: bool = False,
     force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> list[TaskOutcome]:
-    """Return the outcome of every (model, fold) task, run with `jobs` workers of the joblib `backend`.
+    """Return the outcome of every (model, fold) task, run in this process, in `jobs` local processes (loky),
+    or as tasks on the Dask cluster at `scheduler` (backend `dask`; `auto` picks it when a scheduler is given).
 
     Fresh tasks are skipped unless `force`, which trains (unless embed_only) and embeds them again.
     """
+    backend = resolve_backend(backend, scheduler)
     selected = [config.model(name) for name in models] if models else list(config.embedding_models)
     combined = next((model for model in selected if model.kind in COMBINED_KINDS), None)
     if combined is not None:
@@ -110,6 +79,17 @@ def run_models(
     return _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, force, overall)
 
 
+def resolve_backend(backend: str, scheduler: str | None) -> str:
+    """Return `loky` or `dask` for the --backend and --scheduler given."""
+    if backend == "auto":
+        return "dask" if scheduler else "loky"
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "loky" and scheduler:
+        raise ConfigError("--scheduler runs on a Dask cluster: use --backend dask (or leave --backend out)")
+    return backend
+
+
 def _check_backbones(config: CompetitionConfig, models) -> None:
     """Refuse an unknown timm backbone before any model trains, not when training reaches it."""
     image_models = [model for model in models if model.kind == "image"]
@@ -125,37 +105,29 @@ def _check_backbones(config: CompetitionConfig, models) -> None:
 
 
 def _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, embed_only, force, overall):
+    if backend == "dask":
+        from compkit.embeddings.on_cluster import run_on_cluster  # dask.distributed
+
+        outcomes = run_on_cluster(config, workspace, tasks, device=device, scheduler=scheduler,
+                                  embed_only=embed_only, force=force, overall=overall)
+        return _in_task_order(outcomes, tasks)
     from joblib import Parallel, delayed, parallel_config
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    client = _dask_client(scheduler) if backend == "dask" else None
-    if backend not in ("loky", "dask"):
-        raise ConfigError(f"--backend must be loky or dask, got {backend!r}")
-    try:
-        inner_threads = threads if backend == "loky" else None
-        with parallel_config(backend=backend, n_jobs=jobs, inner_max_num_threads=inner_threads):
-            results = Parallel(return_as="generator_unordered")(
-                delayed(run_model_fold)(
-                    config, name, fold, workspace, device=device, threads=threads, embed_only=embed_only, force=force
-                )
-                for name, fold in tasks
+    with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=threads):
+        results = Parallel(return_as="generator_unordered")(
+            delayed(run_model_fold)(
+                config, name, fold, workspace, device=device, threads=threads, embed_only=embed_only, force=force
             )
-            outcomes = []
-            for outcome in results:
-                outcomes.append(outcome)
-                overall.advance(1)
-    finally:
-        if client is not None:
-            client.close()
+            for name, fold in tasks
+        )
+        outcomes = []
+        for outcome in results:
+            outcomes.append(outcome)
+            overall.advance(1)
+    return _in_task_order(outcomes, tasks)
+
+
+def _in_task_order(outcomes: list[TaskOutcome], tasks) -> list[TaskOutcome]:
     order = {task: i for i, task in enumerate(tasks)}
     return sorted(outcomes, key=lambda o: order[(o.model, o.fold)])
-
-
-def _dask_client(scheduler: str | None):
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise BackendUnavailable("--backend dask needs dask.distributed: pip install 'compkit[dask]'") from None
-    if not scheduler:
-        raise ConfigError("--backend dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
-    return Client(scheduler)

@@ -18,6 +18,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from compkit.cluster import on_this_machine
 from compkit.errors import BackendUnavailable, ConfigError
 
 PACKAGE_PREFIX = "package:"
@@ -87,7 +88,7 @@ def weights_file(pretrained_path: str, *, name: str) -> Path:
     """Return the file `pretrained_path` names: the path itself, or the weights a package ships."""
     if pretrained_path.startswith(PACKAGE_PREFIX):
         return package_weights_file(pretrained_path)
-    path = Path(pretrained_path).expanduser()
+    path = on_this_machine(Path(pretrained_path).expanduser())  # a Dask worker may mount it elsewhere
     if not path.is_file():
         raise ConfigError(f"pretrained_path {str(path)!r} for backbone {name!r} is not a file")
     return path

@@ -8,24 +8,21 @@ the same single-threaded kernel, so the result equals ``TorchKNN``'s with the sa
 indices and similarities, bit for bit (tested).
 
 Inputs reach the workers as follows: a ``numpy.memmap`` by its file (path, offset, dtype, shape), which each
-worker maps itself (the file must be at the same path there: shared storage, or the local disk of a
+worker maps itself (shared storage, at the same path or mapped by COMPKIT_PATH_MAP; or the local disk of a
 LocalCluster); any other array is scattered to the workers once.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from compkit.errors import BackendUnavailable, ConfigError
+from compkit.cluster import client_for, on_this_machine
 from compkit.neighbors.base import KNNBackend, SearchResult
 from compkit.neighbors.blocked import block_candidates, finish, merge_candidates
 from compkit.neighbors.memory import DEFAULT_MEMORY, BlockPlan
 from compkit.neighbors.torch_knn import Precision, TorchKNN, candidate_count
-
-_INSTALL_HINT = "pip install 'compkit[dask]'"
 
 
 @dataclass(frozen=True)
@@ -38,26 +35,7 @@ class MappedRows:
     shape: tuple[int, int]
 
     def open(self) -> np.ndarray:
-        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
-
-
-def dask_client(scheduler):
-    """Return a dask.distributed Client for ``scheduler`` (an address, or a Client, returned as is)."""
-    if hasattr(scheduler, "submit"):
-        return scheduler
-    return _connect(scheduler)
-
-
-@functools.cache
-def _connect(scheduler: str):
-    """Return one Client per scheduler address for the whole process (every search of a run shares it)."""
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise BackendUnavailable(f"the sharded kNN search needs dask.distributed: {_INSTALL_HINT}") from None
-    if not scheduler:
-        raise ConfigError("the sharded kNN search needs a scheduler address (e.g. tcp://10.0.0.5:8786)")
-    return Client(scheduler)
+        return np.memmap(on_this_machine(self.path), dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
 
 
 class DaskKNN(KNNBackend):
@@ -74,7 +52,7 @@ class DaskKNN(KNNBackend):
 
     def __init__(self, scheduler, *, memory: str | int = DEFAULT_MEMORY, precision: Precision = "auto",
                  query_tasks: int | None = None, reference_shards: int | None = None):
-        self.client = dask_client(scheduler)
+        self.client = client_for(scheduler)
         self.engine = TorchKNN("cpu", precision=precision, memory=memory)
         self.query_tasks, self.reference_shards = query_tasks, reference_shards
 
