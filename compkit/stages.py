@@ -275,14 +275,15 @@ def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCon
         if options.trials == 0 or damaged:
             recorded = _readable_tuned(path)
             try:
-                tuned = tune_model(config, workspace, model, trials=0, progress=options.progress,
-                                   study_name=recorded.study if recorded else None,
+                tuned = tune_model(config, workspace, model, trials=0, storage=options.storage,
+                                   progress=options.progress, study_name=recorded.study if recorded else None,
                                    candidates=recorded.candidates if recorded else "all")
                 return f"OOF {tuned.oof_score:.6f}, parameters re-read from study {tuned.study}"
             except ConfigError:  # the study has no finished trial: a damaged file is tuned again
                 if not damaged:
                     raise
-        tuned = tune_model(config, workspace, model, trials=options.trials, progress=options.progress)
+        tuned = tune_model(config, workspace, model, trials=options.trials, storage=options.storage,
+                           progress=options.progress)
         return f"OOF {tuned.oof_score:.6f} after {tuned.n_trials} trials"
 
     return Stage(f"tune {model.name}", path, judge, make, model.name)
@@ -339,7 +340,8 @@ def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace, verify
         return state
 
     def make(options: RunOptions) -> str:
-        tuned = tune_ensemble(config, workspace, models, select=options.select, progress=options.progress)
+        tuned = tune_ensemble(config, workspace, models, select=options.select, storage=options.storage,
+                              progress=options.progress)
         return f"{tuned.select}-tuned weights, OOF {tuned.score:.6f}"
 
     return Stage("tune ensemble", path, judge, make)

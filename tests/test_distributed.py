@@ -161,14 +161,20 @@ def test_run_with_a_scheduler_trains_embeds_and_searches_on_the_cluster(tmp_path
     toml = folder / "competition.toml"
     toml.write_text(toml.read_text().replace('name = "tfidf-word"', 'name = "tfidf-word"\nenabled = false'))
     client = client_for(cluster.address)
+    storage = f"sqlite:///{tmp_path / 'shared-studies.sqlite3'}"
+    command = ["run", "-c", folder, "--workspace", tmp_path / "work", "--trials", "5", "--scheduler",
+               cluster.address, "--storage", storage]
     with get_task_stream(client=client) as stream:
-        result = invoke("run", "-c", folder, "--workspace", tmp_path / "work", "--trials", "5",
-                        "--scheduler", cluster.address)
+        result = invoke(*command)
     assert result.exit_code == 0, result.output
     prefixes = {str(task["key"]).split("-")[0].strip("('\"") for task in stream.data}
     assert "compkit" in prefixes and "_shard_task" in prefixes  # folds and kNN shards ran on the cluster
-    assert "nothing to do" in invoke("run", "-c", folder, "--workspace", tmp_path / "work", "--trials", "5",
-                                     "--scheduler", cluster.address).output
+    import optuna
+
+    studies = {study.study_name for study in optuna.get_all_study_summaries(storage)}
+    assert {name.split(".")[1] for name in studies} >= {"cnn", "phash", "ensemble"}, studies
+    assert not (tmp_path / "work" / "tiny-match" / "tuning" / "optuna.sqlite3").exists()
+    assert "nothing to do" in invoke(*command).output
 
 
 def test_a_scheduler_that_cannot_be_reached_is_one_line(tmp_path):
