@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.compkit-installed
 DEMO_WORKSPACE ?= work
 
-.PHONY: install test demo lint bench bench-real clean chromium
+.PHONY: install test demo lint bench bench-real clean chromium postgres
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ chromium:
 	@command -v chromium >/dev/null || { \
 	  test "$$(id -u)" = 0 || { echo "chromium is missing: run make chromium as root (it uses apt-get)" >&2; exit 1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+# Debian's PostgreSQL server, for the tests of tuners on several processes sharing one study
+# (tests/test_postgres_tuning.py starts its own server on a loopback port, as the postgres user).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  test "$$(id -u)" = 0 || { echo "postgresql is missing: run make postgres as root (it uses apt-get)" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

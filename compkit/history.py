@@ -3,7 +3,7 @@
 `tuning/<model>.json` and `tuning/ensemble.json` hold the result in effect; each new result replaces it (or,
 for an ensemble, is kept only when it scores better). The history keeps them all, one JSON line each: when,
 what (a model's tuning or the ensemble), what changed since that subject's previous entry (its inputs'
-fingerprint, the settings: trials added, select method, study, models), its OOF score and the score in effect
+fingerprint, the settings: trials in all, select method, study, models), its OOF score and the score in effect
 afterwards. A result worse than the one in effect before it warns, so a greedy ensemble can no longer
 replace a better Optuna one without a word.
 
@@ -114,7 +114,7 @@ def read_history(workspace: Workspace, *, subject: str | None = None) -> list[Hi
 
 
 def describe_change(previous: HistoryEntry | None, digest: str, settings: Mapping[str, Any]) -> str:
-    """Return what differs from the subject's previous entry: its inputs, trials added, other settings."""
+    """Return what differs from the subject's previous entry: its inputs, trials in all, other settings."""
     if previous is None:
         return "first result"
     changes = [] if previous.fingerprint == digest else ["inputs changed"]

@@ -58,7 +58,7 @@ class StageState:
 class RunOptions:
     """How `compkit run` makes the stages it makes."""
 
-    trials: int = 50  # added to each model's study; 0 re-reads the parameters from the recorded study
+    trials: int = 50  # each model's study's total; 0 re-reads the parameters from the recorded study
     device: str = "auto"
     jobs: int = 1
     select: str = ENSEMBLE_SELECT
@@ -270,7 +270,7 @@ def _tune_stage(config: CompetitionConfig, workspace: Workspace, model: ModelCon
             return ("stale", "its inputs are missing or unreadable") if path.exists() else ("missing", "")
 
     def make(options: RunOptions) -> str:
-        """Tune; with no trials to add, or when the tuned file is damaged, re-read the study's best parameters."""
+        """Tune up to the total; with no trials, or when the tuned file is damaged, re-read the study's best."""
         damaged = judge()[0] == "damaged"
         if options.trials == 0 or damaged:
             recorded = _readable_tuned(path)

@@ -111,6 +111,7 @@ def test_score_and_concat_identify_models_with_per_species_thresholds(tmp_path):
     text = re.sub(r"image_size = \d+", "image_size = 32", text)
     text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-identify"', 'slug = "tiny-identify"')
     head, _, tail = text.partition("[postprocess]")
+    tail = tail.replace('new_individual = "fraction"', 'new_individual = "threshold"')  # per species needs it
     models = "".join(f"""[[models]]
 name = "{name}"
 kind = "image"

@@ -255,8 +255,8 @@ def test_cli_tune_prints_every_model_next_to_the_ensemble_with_test_scores(tmp_p
     assert json.loads(workspace.tuned_ensemble.read_text())["select"] == "optuna"
     assert result.stdout.strip().splitlines()[-1].endswith("ensemble.csv")
 
-    again = invoke("ensemble", "-c", folder, "--workspace", tmp_path / "work", "--tune", "--trials", "5")
-    assert json.loads(workspace.tuned_ensemble.read_text())["n_trials"] == 35  # the same study, resumed
+    again = invoke("ensemble", "-c", folder, "--workspace", tmp_path / "work", "--tune", "--trials", "40")
+    assert json.loads(workspace.tuned_ensemble.read_text())["n_trials"] == 40  # the same study, topped up
     assert again.exit_code == 0
 
 

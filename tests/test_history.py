@@ -80,7 +80,8 @@ def test_tune_threshold_appends_its_result_and_compkit_history_shows_it(tuned_wo
     before = read_history(workspace, subject="phash")
     assert [e.verdict for e in before] == ["first"]  # the pipeline's tuning
 
-    tuned = invoke("tune-threshold", "-c", folder, "--workspace", base, "--model", "phash", "--trials", "2",
+    more = before[0].settings["n_trials"] + 2  # --trials is the study's total: two more than the pipeline's
+    tuned = invoke("tune-threshold", "-c", folder, "--workspace", base, "--model", "phash", "--trials", more,
                    "--force")
 
     assert tuned.exit_code == 0, tuned.output

@@ -19,7 +19,6 @@ from compkit.errors import ConfigError, DataError, ParameterError, StaleArtifact
 from compkit.predict import predict_model
 from compkit.retrieval.single import oof_neighbors
 from compkit.scoring import score_submission
-from compkit.tuning import study as study_module
 from compkit.tuning.study import default_study_name, open_study, read_tuned, storage_url, tune_model
 from compkit.tuning.tuned import TunedModel, load_tuned
 from compkit.workspace import Workspace
@@ -90,27 +89,43 @@ def test_negative_trials_are_refused_naming_the_parameter(tmp_path):
     assert raised.value.parameter == "trials"
 
 
-def test_rerun_adds_trials_to_the_same_sqlite_study(embedded):
+def test_trials_are_the_sqlite_studys_total_a_rerun_tops_up_to(embedded):
     _, config, workspace = embedded
     model = config.model("phash")
     tune_model(config, workspace, model, trials=5)
-    second = tune_model(config, workspace, model, trials=7)
-    assert second.n_trials == 12
-    study = optuna.load_study(study_name=second.study, storage=f"sqlite:///{workspace.study_storage}")
-    assert len(study.trials) == 12
+    again = tune_model(config, workspace, model, trials=5, skip_fresh=True)
+    reread = tune_model(config, workspace, model, trials=5)
+    assert again.skipped and (again.n_trials, reread.n_trials) == (5, 5)
+    topped_up = tune_model(config, workspace, model, trials=12, skip_fresh=True)
+    assert not topped_up.skipped and topped_up.n_trials == 12
+    study = optuna.load_study(study_name=topped_up.study, storage=f"sqlite:///{workspace.study_storage}")
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 12
 
 
-def test_two_processes_tuning_one_study_lose_no_trial(embedded, tmp_path):
+def test_new_neighbours_mean_a_new_study(embedded):
+    import dataclasses
+
+    _, config, workspace = embedded
+    model = config.model("phash")
+    before = tune_model(config, workspace, model, trials=3)
+    assert before.study == default_study_name(config, workspace, model, "all")
+    retrained = dataclasses.replace(config, embeddings=dataclasses.replace(config.embeddings, dtype="float16"))
+    run_models(retrained, workspace, folds=[0, 1], models=["phash"])  # other embeddings, other neighbours
+    after = tune_model(retrained, workspace, model, trials=3)
+    assert after.study != before.study and after.n_trials == 3  # not the old study's trials, scored elsewhere
+
+
+def test_two_processes_tuning_one_sqlite_study_end_it_with_its_total(embedded, tmp_path):
     folder, config, workspace = embedded
     tune_model(config, workspace, config.model("tfidf-word"), trials=1)  # neighbours cached before the race
     workspace.study_storage.unlink()  # and the study database created by it, as on a fresh workspace
     command = [sys.executable, "-m", "compkit.cli", "tune-threshold", "-c", str(folder), "--model", "tfidf-word",
-               "--trials", "15", "--force", "--workspace", str(tmp_path / "work")]
+               "--trials", "30", "--force", "--workspace", str(tmp_path / "work")]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for worker in workers:
         _, error = worker.communicate(timeout=300)
         assert worker.returncode == 0, error
-    study = optuna.load_study(study_name=default_study_name(config, config.model("tfidf-word"), "all"),
+    study = optuna.load_study(study_name=default_study_name(config, workspace, config.model("tfidf-word"), "all"),
                               storage=f"sqlite:///{workspace.study_storage}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 30
@@ -161,14 +176,15 @@ def test_a_trial_killed_mid_study_is_failed_retried_and_not_counted(embedded, mo
     _, config, workspace = embedded
     model = config.model("phash")
     tune_model(config, workspace, model, trials=2)
-    url, name = storage_url(workspace, None), default_study_name(config, model, "all")
+    url, name = storage_url(workspace, None), default_study_name(config, workspace, model, "all")
     killed = subprocess.run([sys.executable, "-c", KILLED_MID_TRIAL, url, name], timeout=120)
     assert killed.returncode == -9
     assert optuna.load_study(study_name=name, storage=url).trials[-1].state == optuna.trial.TrialState.RUNNING
-    monkeypatch.setattr(study_module, "HEARTBEAT_GRACE_S", 1)
-    time.sleep(2.5)  # SQLite keeps heartbeats to the second
+    monkeypatch.setenv("COMPKIT_TRIAL_HEARTBEAT_S", "1")
+    monkeypatch.setenv("COMPKIT_TRIAL_GRACE_S", "2")
+    time.sleep(3.5)  # SQLite keeps heartbeats to the second
 
-    result = tune_model(config, workspace, model, trials=3)
+    result = tune_model(config, workspace, model, trials=5)
 
     trials = optuna.load_study(study_name=name, storage=url).trials
     assert [trial.state.name for trial in trials] == ["COMPLETE"] * 2 + ["FAIL"] + ["COMPLETE"] * 3
@@ -211,6 +227,7 @@ def test_identify_models_tune_and_predict_with_new_individual(tmp_path):
     text = re.sub(r"image_size = \d+", "image_size = 32", text)
     text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-identify"', 'slug = "tiny-identify"')
     head, _, tail = text.partition("[postprocess]")
+    tail = tail.replace('new_individual = "fraction"', 'new_individual = "threshold"')  # first by threshold
     head = head[: head.index("[[models]]")] if "[[models]]" in head else head
     text = head + """[[models]]
 name = "cnn"
@@ -237,7 +254,7 @@ train = { epochs = 1, batch_size = 16, lr = 2e-3 }
     assert "new_individual" in predicted.submission.read_text()
 
     toml = folder / "competition.toml"
-    toml.write_text(toml.read_text().replace("[postprocess]", '[postprocess]\nnew_individual = "fraction"'))
+    toml.write_text(toml.read_text().replace('new_individual = "threshold"', 'new_individual = "fraction"'))
     by_fraction = load_config(str(folder))
     result = tune_model(by_fraction, workspace, by_fraction.model("cnn"), trials=10)
     fraction = result.params["new_individual_fraction"]

@@ -88,3 +88,26 @@ def test_tuning_warns_when_its_best_threshold_is_at_the_edge_and_plots_every_par
     legends = [[text.get_text() for text in axis.get_legend().get_texts()] for axis in visible]
     assert all(f"default threshold 0.5: {result.default_score:.4f}" in labels for labels in legends)
     assert f"{result.default_score:.4f} at the default threshold 0.5" in figure.get_suptitle()
+
+
+def test_the_best_trials_min2_switch_is_flipped_when_that_scores_higher():
+    from compkit.config import load_config
+    from compkit.tuning.problem import MIN2_GRID_POINTS, with_min2_polished
+
+    config = load_config("demo-match")  # min2 allowed, min2_threshold in [0, 0.9]
+    calls = []
+
+    def evaluate(params):
+        calls.append(params)
+        if "min2_threshold" not in params:
+            return 0.75
+        return 0.8 if 0.2 <= params["min2_threshold"] <= 0.4 else 0.7
+
+    off = {"threshold": 0.6, "min2": False}
+    polished = with_min2_polished(config, off, evaluate)
+    assert polished["min2"] is True and 0.2 <= polished["min2_threshold"] <= 0.4
+    assert len(calls) == 1 + MIN2_GRID_POINTS and max(c.get("min2_threshold", 0) for c in calls) <= 0.6
+    on = {"threshold": 0.6, "min2": True, "min2_threshold": 0.3}
+    assert with_min2_polished(config, on, evaluate) is on  # turning it off scores lower: kept
+    worse_on = {"threshold": 0.6, "min2": True, "min2_threshold": 0.8}
+    assert with_min2_polished(config, worse_on, evaluate) == {"threshold": 0.6, "min2": False}

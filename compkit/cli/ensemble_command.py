@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, Overrides, WorkspaceBase, open_config
+from compkit.cli.options import Competition, Force, Overrides, Storage, WorkspaceBase, open_config
 from compkit.errors import ParameterError
 from compkit.workspace import Workspace
 
@@ -50,8 +50,10 @@ def ensemble(
         str, typer.Option("--select", metavar="<optuna|greedy>",
                         help="With --tune: optuna, or greedy (Caruana's forward selection).")
     ] = "optuna",
-    trials: Annotated[int, typer.Option("--trials", help="With --select optuna: trials added to the study.")] = 200,
+    trials: Annotated[int, typer.Option("--trials", help="With --select optuna: the study's total of complete "
+                                        "trials, shared by every process tuning it.")] = 200,
     rounds: Annotated[int, typer.Option("--rounds", help="With --select greedy: selection rounds.")] = 25,
+    storage: Storage = None,
     model: Annotated[
         list[str] | None,
         typer.Option("--model", help="concat/score: a model to combine (repeat; default: every embedding model)."),
@@ -75,7 +77,7 @@ def ensemble(
     with RichProgress() as progress:
         made = make_ensemble(config, space, csvs, method=method, weights=_parse_weights(weights),
                              vote_threshold=vote_threshold, tune=tune, select=select, trials=trials, rounds=rounds,
-                             members=model, output=output, force=force, progress=progress)
+                             members=model, output=output, storage=storage, force=force, progress=progress)
     if made.embedding is not None:
         tuned = made.embedding.tuned
         stderr.print(escape(f"{made.method} of {', '.join(made.models)}: OOF {tuned.oof_score:.6f} (default "

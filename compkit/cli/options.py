@@ -61,6 +61,17 @@ Scheduler = Annotated[
         show_default=False,
     ),
 ]
+Storage = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        envvar="COMPKIT_STORAGE",
+        metavar="URL",
+        help="SQLAlchemy URL of the Optuna studies (postgresql://user@host/db), shared by tuners on several "
+        "machines (default: the workspace's SQLite file).",
+        show_default=False,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON for machines.")]
 Force = Annotated[bool, typer.Option("--force", help="Redo the stage even when its artifacts are fresh.")]
 Knn = Annotated[

@@ -19,11 +19,18 @@ from compkit.cli.options import (
     Models,
     Overrides,
     Scheduler,
+    Storage,
     WorkspaceBase,
     open_config,
 )
 from compkit.cli.submit_commands import Message, Wait, WaitTimeout, submit_file
 from compkit.workspace import Workspace
+
+
+def _score_cells(oof: float | None, test: float | None) -> tuple[str, str, str]:
+    """Return the OOF, test and gap cells of a model's row ("-" where a score is missing)."""
+    gap = "-" if oof is None or test is None else f"{oof - test:+.4f}"
+    return ("-" if oof is None else f"{oof:.6f}"), ("-" if test is None else f"{test:.6f}"), gap
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +41,7 @@ def run(
     competition: Competition = None,
     overrides: Overrides = None,
     models: Models = None,
-    trials: Annotated[int, typer.Option("--trials", help="Tuning trials added per model.")] = 50,
+    trials: Annotated[int, typer.Option("--trials", help="Each tuning study's total of complete trials.")] = 50,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel training workers.")] = 1,
     device: Annotated[str, typer.Option("--device", metavar="<auto|cpu|cuda>", help="Where to train: auto (CUDA "
                                         "when torch sees a GPU), cpu or cuda.")] = "auto",
@@ -51,10 +58,7 @@ def run(
     path: LocalPath = None,
     in_place: InPlace = None,
     scheduler: Scheduler = None,
-    storage: Annotated[str | None, typer.Option(
-        "--storage", envvar="COMPKIT_STORAGE", metavar="URL",
-        help="SQLAlchemy URL of the Optuna studies (postgresql://...), shared by tuners on several machines "
-        "(default: the workspace's SQLite file).", show_default=False)] = None,
+    storage: Storage = None,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Fetch, make folds, train, tune, predict and ensemble; print OOF (and, with a solution, test) scores.
@@ -89,14 +93,10 @@ def run(
     for path, reason in report.set_aside:
         stderr.print(f"[yellow]damaged:[/] {escape(reason)}; set aside as {escape(path.name)} and made again",
                      highlight=False)
-    table = Table("model", "OOF score (tuned)", "test score", title=f"{config.slug}: scores")
-    for name, score in report.oof_scores.items():
-        if name != "ensemble":
-            test = report.test_scores.get(name)
-            table.add_row(name, f"{score:.6f}", "-" if test is None else f"{test:.6f}")
-    if report.ensemble is not None:
-        test, oof = report.test_scores.get("ensemble"), report.oof_scores.get("ensemble")
-        table.add_row("ensemble", "-" if oof is None else f"{oof:.6f}", "-" if test is None else f"{test:.6f}")
+    table = Table("model", "OOF score (tuned)", "test score", "OOF - test", title=f"{config.slug}: scores")
+    names = [name for name in report.oof_scores if name != "ensemble"]
+    for name in names + (["ensemble"] if report.ensemble is not None else []):
+        table.add_row(name, *_score_cells(report.oof_scores.get(name), report.test_scores.get(name)))
     stdout.print(table)
     if not report.made:
         stderr.print("nothing to do: every stage is fresh", highlight=False)

@@ -9,7 +9,16 @@ import typer
 from rich.table import Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
-from compkit.cli.options import Competition, Force, Knn, Models, Overrides, WorkspaceBase, open_config
+from compkit.cli.options import (
+    Competition,
+    Force,
+    Knn,
+    Models,
+    Overrides,
+    Storage,
+    WorkspaceBase,
+    open_config,
+)
 from compkit.config import model_names
 from compkit.workspace import Workspace
 
@@ -23,10 +32,9 @@ def tune_threshold(
     competition: Competition = None,
     overrides: Overrides = None,
     model: Models = None,
-    trials: Annotated[int, typer.Option("--trials", help="Trials to add to each model's study.")] = 50,
-    storage: Annotated[
-        str | None, typer.Option("--storage", help="SQLAlchemy URL of the study storage (default: SQLite file).")
-    ] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Each model's study's total of complete trials, shared by "
+                                        "every process tuning it (a study that holds them is only re-read).")] = 50,
+    storage: Storage = None,
     study: Annotated[
         str | None,
         typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>.<search space hash>)."),
@@ -37,13 +45,16 @@ def tune_threshold(
     ] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler.")] = 0,
     knn: Knn = None,
-    force: Annotated[bool, typer.Option("--force", help="Add the trials even to a model whose parameters are "
-                                        "fresh (tuned on these neighbours).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-read the study (tuning it up to --trials) and rewrite "
+                                        "the parameters and plot even when they are fresh; to add trials, raise "
+                                        "--trials.")] = False,
     workspace: WorkspaceBase = None,
 ) -> None:
     """Tune each model's post-processing on its OOF neighbours with Optuna; write the best parameters.
 
-    A model whose parameters are fresh is kept as it is unless --force.
+    --trials is the study's total: several processes (or machines, with --storage postgresql://...) running
+    this command on one study end it with exactly that many complete trials. A model whose parameters are
+    fresh and tuned with at least --trials trials is kept as it is unless --force.
     """
     from compkit.tuning.study import tune_model
 
@@ -65,6 +76,10 @@ def tune_threshold(
                       json.dumps({k: v if isinstance(v, bool) else round(v, 4) for k, v in result.params.items()}),
                       f"{result.n_trials} (fresh, kept)" if result.skipped else str(result.n_trials))
     stdout.print(table)
+    for result in results:
+        if not result.skipped:
+            stderr.print(f"{result.model}: {result.trials_run} of study {result.study}'s {result.n_trials} complete "
+                         "trials ran here", highlight=False)
     stderr.print(f"parameters and plots in {space.tuning_dir}", highlight=False)
 
 

@@ -57,15 +57,16 @@ def write_embedding_ensemble(
     trials: int = 50,
     seed: int = 0,
     output: Path | None = None,
+    storage: str | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> EmbeddingEnsembleResult:
-    """Tune (adding `trials` to its study) and predict `ensemble-<method>`, then copy its test CSV to `output`
+    """Tune (its study up to `trials` in all) and predict `ensemble-<method>`, then copy its test CSV to `output`
     (default submissions/ensemble.csv).
 
     The copy's manifest records the model's test CSV (by hash) as its one input, with weights given by hand.
     """
     model = ensemble_model(config, method, members, weights)
-    tuned = tune_model(config, workspace, model, trials=trials, seed=seed, progress=progress)
+    tuned = tune_model(config, workspace, model, trials=trials, seed=seed, storage=storage, progress=progress)
     made = EmbeddingEnsembleResult(model, tuned, predict_model(config, workspace, model))
     target = Path(output) if output is not None else workspace.submission_csv("ensemble")
     source = made.predicted.submission

@@ -153,7 +153,7 @@ def write_final_csv(
 
     `models` defaults to every model of the config; a single model's CSV is returned as it is. The tuned
     ensemble is reused while fresh (however it was tuned) and tuned with `select` otherwise; `retune` tunes
-    again anyway (adding `trials` to the study, or `rounds` of greedy selection), keeping the better result.
+    again anyway (the study up to `trials` in all, or `rounds` of greedy selection), keeping the better result.
     """
     names = list(models) if models is not None else [model.name for model in config.models]
     if not names:
@@ -190,6 +190,7 @@ def make_ensemble(
     rounds: int = 25,
     members: Sequence[str] | None = None,
     output: Path | None = None,
+    storage: str | None = None,
     force: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> FinalCSV:
@@ -208,7 +209,7 @@ def make_ensemble(
             raise ParameterError("method", method, "combines the models' embeddings (named by members), always "
                                  "tuned on OOF: CSVs, tune and vote_threshold do not apply")
         made = write_embedding_ensemble(config, workspace, method=method, members=members, weights=weights,
-                                        trials=trials, output=output, progress=progress)
+                                        trials=trials, output=output, storage=storage, progress=progress)
         return FinalCSV(made.path, ENSEMBLE, False, made.model.members, made.model.weights or (),
                         method, None, {ENSEMBLE: made.tuned.oof_score}, embedding=made)
     if members:
@@ -225,9 +226,9 @@ def make_ensemble(
         names = _model_names(config, workspace)
         if output is None:
             return write_final_csv(config, workspace, select=select, retune=True, models=names, trials=trials,
-                                   rounds=rounds, force=force, progress=progress)
+                                   rounds=rounds, storage=storage, force=force, progress=progress)
         tuned = tune_ensemble(config, workspace, names, select=select, trials=trials, rounds=rounds,
-                              progress=progress)
+                              storage=storage, progress=progress)
         return _combine(config, workspace, names, None, tuned, output)
     names = [Path(path).name for path in csvs] if csvs else _model_names(config, workspace)
     tuned = None

@@ -30,6 +30,7 @@ from compkit.postprocess.top5 import NEW_INDIVIDUAL
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.retrieval.layout import identify_truth
 from compkit.scoring import score_submission
+from compkit.tuning.budget import optimize_to_total
 from compkit.tuning.study import complete_trials, open_study, storage_url
 from compkit.workspace import Workspace, file_sha256, fingerprint, is_fresh, read_json, write_json, write_manifest
 
@@ -121,8 +122,9 @@ def tune_ensemble(
 ) -> TunedEnsemble:
     """Tune the ensemble of `models` (default: every model with a test CSV) on their OOF CSVs; write the result.
 
-    select="optuna" adds `trials` trials to a seeded study (weights in [0, 1] and, for match, the vote
-    threshold); select="greedy" runs `rounds` rounds of forward selection with replacement (weights = counts).
+    select="optuna" runs a seeded study up to `trials` COMPLETE trials in all (weights in [0, 1] and, for
+    match, the vote threshold); select="greedy" runs `rounds` rounds of forward selection with replacement
+    (weights = counts).
     When tuning/ensemble.json already holds a fresh tuning of the same models and OOF CSVs that scores better,
     it is kept (not rewritten) and returned; `choice` on the result says which was kept, with both scores.
     """
@@ -238,7 +240,8 @@ def optuna_selection(
     objective: VoteF1 | RankMAP, models: Sequence[str], study, *, task: str, trials: int,
     progress: Progress = NO_PROGRESS,
 ) -> tuple[np.ndarray, float | None, dict]:
-    """Return (weights, vote threshold, detail) of the study's best trial after adding `trials` trials.
+    """Return (weights, vote threshold, detail) of the study's best trial once it holds `trials` COMPLETE
+    trials in all (the study's total, shared by every process that tunes it: `compkit.tuning.budget`).
 
     A new study first tries equal weights and each model alone, so the best is never below the best model.
     """
@@ -246,15 +249,16 @@ def optuna_selection(
     if not study.trials:
         for chosen in [None, *range(len(models))]:
             params = {name: float(chosen is None or i == chosen) for i, name in enumerate(names)}
-            study.enqueue_trial(params | ({"vote_threshold": 0.5} if task == "match" else {}))
+            study.enqueue_trial(params | ({"vote_threshold": 0.5} if task == "match" else {}), skip_if_exists=True)
     bar = progress.task("ensemble: optuna", total=trials)
+    bar.advance(min(complete_trials(study), trials))
 
     def score(trial) -> float:
         weights = np.array([trial.suggest_float(name, 0.0, 1.0) for name in names])
         threshold = trial.suggest_float("vote_threshold", *VOTE_THRESHOLD_RANGE) if task == "match" else None
         return objective.score(weights, threshold) if weights.any() else 0.0
 
-    study.optimize(score, n_trials=trials, callbacks=[lambda study, trial: bar.advance(1)])
+    optimize_to_total(study, score, total=trials, on_complete=lambda: bar.advance(1))
     params = study.best_params
     weights = np.array([params[name] for name in names])
     return weights, params.get("vote_threshold"), {"study": study.study_name, "n_trials": complete_trials(study)}

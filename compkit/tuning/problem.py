@@ -104,6 +104,34 @@ def plot_parameter(config: CompetitionConfig) -> tuple[str, tuple[float, float]]
     return "threshold", space.threshold
 
 
+MIN2_GRID_POINTS = 10
+
+
+def with_min2_polished(config: CompetitionConfig, params: dict, evaluate: Callable[[dict], float]) -> dict:
+    """Return the better of `params` and `params` with min2 switched the other way (on: at the best of a grid
+    of min2 thresholds up to the threshold), by OOF score; a tie keeps `params`.
+
+    TPE with one categorical switch among several continuous parameters can leave the better side of it
+    unexplored in a few dozen trials (demo-match concat-all, 50 trials: min2 off at OOF 0.9331; the same
+    parameters with min2 on, 0.9389)."""
+    space = config.postprocess
+    if config.task != "match" or not space.min2 or "threshold" not in params:
+        return params
+    if "min2_threshold" in params:
+        flipped = [{**{k: v for k, v in params.items() if k != "min2_threshold"}, MIN2_SWITCH: False}]
+    else:
+        low, high = space.min2_threshold
+        top = min(high, params["threshold"])
+        grid = np.linspace(low, top, MIN2_GRID_POINTS) if top >= low else []
+        flipped = [{**params, MIN2_SWITCH: True, "min2_threshold": float(value)} for value in grid]
+    best, best_score = params, evaluate(params)
+    for candidate in flipped:
+        score = evaluate(candidate)
+        if score > best_score + 1e-12:
+            best, best_score = candidate, score
+    return best
+
+
 GALLERY_GRID_POINTS = 41
 
 

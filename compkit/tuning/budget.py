@@ -1,0 +1,91 @@
+"""A study's total trial budget, shared by every process that tunes it.
+
+`--trials N` means the study ends with N COMPLETE trials, however many processes run it. A process asks for
+a trial only while fewer than N trials are complete, running or waiting; two processes that ask at once may
+still both get one, so each trial checks its rank (its place among the counted trials, by number, which the
+RDB storage gives in creation order) and one ranked beyond N is pruned unrun, marked `over_budget`. A process
+whose budget is spent waits for the trials still running elsewhere, so a trial whose process died is failed
+once its heartbeat is stale, its parameters are run again (the storage's retry callback queues them as a
+WAITING trial), and the study still ends with N.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+POLL_S = 0.5  # how often a process whose budget is spent looks at the trials running elsewhere
+OVER_BUDGET_ATTR = "over_budget"
+WORKER_ATTR = "worker"
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    complete: int
+    counted: int  # complete, running and waiting: the trials the budget is spent on
+    waiting: int
+
+
+def budget_state(study) -> BudgetState:
+    """Return how much of the study's budget its trials spend now."""
+    from optuna.trial import TrialState
+
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    complete, waiting = states.count(TrialState.COMPLETE), states.count(TrialState.WAITING)
+    return BudgetState(complete, complete + waiting + states.count(TrialState.RUNNING), waiting)
+
+
+def rank_in_budget(study, number: int) -> int:
+    """Return the place of trial `number` among the study's counted trials (1 for the first)."""
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    return sum(1 for trial in study.get_trials(deepcopy=False, states=counted) if trial.number <= number)
+
+
+def optimize_to_total(study, objective: Callable, *, total: int, on_complete: Callable[[], None]) -> int:
+    """Run trials of `objective` until the study holds `total` COMPLETE trials, never more; return how many of
+    them this process ran (each trial's `worker` user attribute names the host and process that ran it)."""
+    import optuna
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    beats = is_heartbeat_enabled(study._storage)  # an in-memory study (the greedy ensemble's) has no heartbeat
+    ran_here = 0
+
+    def budgeted(trial) -> float:
+        # The first beat, now: Optuna's heartbeat thread beats soon after, but a trial killed before any beat
+        # would never go stale, and the processes waiting for it would wait forever.
+        if beats:
+            study._storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr(WORKER_ATTR, worker)
+        if rank_in_budget(study, trial.number) > total:
+            trial.set_user_attr(OVER_BUDGET_ATTR, total)
+            raise optuna.TrialPruned(f"the study's {total} trials are taken")
+        return objective(trial)
+
+    def counted(_study, trial) -> None:
+        nonlocal ran_here
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            ran_here += 1
+            on_complete()
+
+    while (state := budget_state(study)).complete < total:
+        if state.counted < total or state.waiting:
+            study.optimize(budgeted, n_trials=1, callbacks=[counted])
+        else:  # every trial left is running elsewhere: wait for them, or for their heartbeat to go stale
+            time.sleep(POLL_S)
+            _fail_stale_trials(study)
+    return ran_here
+
+
+def _fail_stale_trials(study) -> None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
