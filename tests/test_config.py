@@ -189,6 +189,11 @@ def test_postprocess_values_outside_what_a_cosine_can_be_are_refused(postprocess
         parse_config(MINIMAL + f"\n[postprocess]\n{postprocess}\n", source="bad.toml")
 
 
+def test_a_negative_test_shard_size_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=re.escape("test_shard_rows must be >= 0 (0: one task per fold), got -5")):
+        parse_config(MINIMAL + "\n[embeddings]\ntest_shard_rows = -5\n", source="bad.toml")
+
+
 def test_an_unknown_backbone_is_refused_before_any_model_trains(tmp_path):
     from compkit.embeddings.runner import run_models
     from compkit.workspace import Workspace

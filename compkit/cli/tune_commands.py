@@ -37,7 +37,8 @@ def tune_threshold(
     storage: Storage = None,
     study: Annotated[
         str | None,
-        typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>.<search space hash>)."),
+        typer.Option("--study", help="Study name (default: <slug>.<model>.<candidates>.<hash of the search space "
+                     "and the OOF neighbours>)."),
     ] = None,
     candidates: Annotated[
         str, typer.Option("--candidates", metavar="<all|fold>",
