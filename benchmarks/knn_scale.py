@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/knn_scale.py                          # N = 100k, 300k, 1M, D = 256, k = 50
     .venv/bin/python benchmarks/knn_scale.py --sizes 25000,50000,100000 --project 1000000,1600000
     .venv/bin/python benchmarks/knn_scale.py --quick                  # 4,000 and 8,000 rows: a smoke run
+    .venv/bin/python benchmarks/knn_scale.py --sizes 1000000 --queries 100000   # 100k queries, 1M index
 
 For every N the embeddings are written once as a float16 .npy and each method runs in a fresh child process
 on its memory map, so its wall time, CPU time and peak RSS are its own:
@@ -19,6 +20,11 @@ on its memory map, so its wall time, CPU time and peak RSS are its own:
 is fitted to c * N^2 and the added RSS to a + b * N (least squares), and --project sizes are projected from
 the fits, labelled as projections, next to one GPU at --gpu-tflops (a datasheet figure, not a measurement:
 2 N^2 D flops at that rate is a lower bound on the time).
+
+--queries Q searches only the first Q rows (the rows are i.i.d. draws, so any Q are a fair sample) against
+the whole index of N: the cost of an exact search is linear in the queries, so a run that would take hours
+at N = 1M can be measured on a tenth of its queries. Its rows say so, and the fits scale their time by N / Q
+(an extrapolation, labelled as one); memory is measured on the full index either way.
 """
 
 from __future__ import annotations
@@ -57,23 +63,24 @@ def write_embeddings(path: Path, n_rows: int, dim: int, seed: int = 0) -> None:
     out.flush()
 
 
-def _run_compkit(embeddings, k, options):
+def _run_compkit(embeddings, queries, k, options):
     from compkit.neighbors import get_backend
 
     search = get_backend("auto", memory=options["memory"])
-    return search(embeddings, embeddings, k), repr(search), {}
+    return search(queries, embeddings, k), repr(search), {}
 
 
-def _run_faiss(embeddings, k, options):
+def _run_faiss(embeddings, queries, k, options):
     import faiss
 
     rows = np.ascontiguousarray(embeddings, dtype=np.float32)  # faiss holds float32 codes
     index = faiss.IndexFlatIP(rows.shape[1])
     index.add(rows)
-    return index.search(rows, k), "faiss.IndexFlatIP (float32 copy)", {}
+    searched = rows if len(queries) == len(rows) else np.ascontiguousarray(queries, dtype=np.float32)
+    return index.search(searched, k), "faiss.IndexFlatIP (float32 copy)", {}
 
 
-def _run_dask(embeddings, k, options):
+def _run_dask(embeddings, queries, k, options):
     from dask.distributed import Client, LocalCluster
 
     from compkit.neighbors.dask_knn import DaskKNN
@@ -86,7 +93,7 @@ def _run_dask(embeddings, k, options):
         startup = time.perf_counter() - started
         baseline = client.run(_peak_rss_mb)
         search_started = time.perf_counter()
-        result = search(embeddings, embeddings, k)
+        result = search(queries, embeddings, k)
         seconds = time.perf_counter() - search_started
         peaks = client.run(_peak_rss_mb)
     added = max(peaks[worker] - baseline[worker] for worker in peaks)
@@ -106,10 +113,11 @@ def _child(method: str, path: str, k: int, options: dict) -> dict:
     import torch  # noqa: F401  imported before the clock starts, as every method's library is
 
     embeddings = np.load(path, mmap_mode="r")
+    queries = embeddings[: options["queries"]] if options["queries"] else embeddings
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     busy_started, started = _machine_busy_seconds(), time.perf_counter()
     cpu_started = _cpu_seconds()
-    (similarities, indices), description, extra = METHODS[method](embeddings, k, options)
+    (similarities, indices), description, extra = METHODS[method](embeddings, queries, k, options)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
     others = (_machine_busy_seconds() - busy_started - cpu) / seconds if busy_started is not None else None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -155,13 +163,17 @@ def main() -> None:
     parser.add_argument("--gpu-tflops", type=float, default=H100_BF16_DENSE_TFLOPS,
                         help="bf16 dense TFLOPS of one GPU for the projection (default: H100/H200 datasheet)")
     parser.add_argument("--quick", action="store_true", help="smoke run: N = 4,000 and 8,000")
+    parser.add_argument("--queries", type=int, default=0,
+                        help="search only the first Q rows against the whole index (default: all N)")
     parser.add_argument("--dir", default=None, help="where the float16 .npy files go (default: a temp dir)")
     args = parser.parse_args()
     sizes = [4000, 8000] if args.quick else [int(value) for value in args.sizes.split(",")]
     methods = [name.strip() for name in args.methods.split(",")]
     if "faiss" in methods and importlib.util.find_spec("faiss") is None:
         parser.error("faiss is not installed (pip install 'compkit[faiss]'): it is this benchmark's reference")
-    options = {"memory": args.memory, "workers": args.workers}
+    if args.queries < 0 or any(args.queries > n for n in sizes):
+        parser.error(f"--queries {args.queries} must be between 0 (all rows) and the smallest of --sizes")
+    options = {"memory": args.memory, "workers": args.workers, "queries": args.queries}
     context = multiprocessing.get_context("spawn")
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
@@ -173,14 +185,15 @@ def main() -> None:
                 with ProcessPoolExecutor(1, mp_context=context) as pool:
                     results[method] = pool.submit(_child, method, str(path), args.k, options).result()
                 result = results[method]
-                print(f"N={n_rows:>9,} {method:<8} {result['seconds']:8.1f} s  cpu {result['cpu']:8.1f} s  "
+                print(f"N={n_rows:>9,} Q={args.queries or n_rows:>9,} {method:<8} {result['seconds']:8.1f} s  "
+                      f"cpu {result['cpu']:8.1f} s  "
                       f"peak RSS {result['peak_mb']:7.0f} MB (before search {result['before_mb']:.0f})  "
                       f"others busy {result['others'] or 0:.1f} cores  {result['description']} {result['extra']}",
                       flush=True)
             path.unlink()
             reference = results.get("faiss")
             for method, result in results.items():
-                row = {"n": n_rows, "method": method, **{key: result[key] for key in
+                row = {"n": n_rows, "queries": args.queries or n_rows, "method": method, **{key: result[key] for key in
                                                        ("seconds", "cpu", "peak_mb", "before_mb", "others")}}
                 row["added_mb"] = result["peak_mb"] - result["before_mb"]
                 if reference is not None:
@@ -197,24 +210,27 @@ def main() -> None:
 def print_table(rows, args) -> None:
     print(f"\nexact self-search, D = {args.dim}, k = {args.k}, float16 storage, memory = {args.memory}, "
           f"{os.cpu_count()} cores; ratio = time / faiss IndexFlatIP's in the same run")
-    print("| N | method | time s | cpu s | peak RSS MB | added MB | x faiss | recall@k vs faiss | note |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| N | queries | method | time s | cpu s | peak RSS MB | added MB | x faiss | recall@k vs faiss | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         note = f"equal to compkit: {row['equal_compkit']}" if "equal_compkit" in row else ""
-        print(f"| {row['n']:,} | {row['method']} | {row['seconds']:.1f} | {row['cpu']:.1f} | {row['peak_mb']:.0f} | "
+        print(f"| {row['n']:,} | {row['queries']:,} | {row['method']} | {row['seconds']:.1f} | {row['cpu']:.1f} | "
+              f"{row['peak_mb']:.0f} | "
               f"{row['added_mb']:.0f} | {row.get('ratio', float('nan')):.2f} | {row.get('recall', float('nan')):.5f} "
               f"| {note} |")
     projected = [int(value) for value in args.project.split(",") if value]
     print("\nfits and projections (projections, not measurements): time is fitted in CPU seconds for the")
     print("single-process methods (steadier than wall time where other jobs share the cores), in wall seconds")
-    print("for dask (its workers' CPU is not counted); the N^2 law is also extrapolated from the largest N alone")
+    print("for dask (its workers' CPU is not counted); the N^2 law is also extrapolated from the largest N alone;")
+    print("a run on Q of N queries counts as its time x N / Q (an extrapolation: exact search is linear in queries)")
     for method in dict.fromkeys(row["method"] for row in rows):
         mine = [row for row in rows if row["method"] == method]
         sizes = [row["n"] for row in mine]
         key = "seconds" if method == "dask" else "cpu"
-        c, exponent = fit_quadratic(sizes, [row[key] for row in mine])
-        largest = max(mine, key=lambda row: row["n"])
-        c_largest = largest[key] / largest["n"] ** 2
+        full = [row[key] * row["n"] / row["queries"] for row in mine]
+        c, exponent = fit_quadratic(sizes, full)
+        largest = max(range(len(mine)), key=lambda i: sizes[i])
+        c_largest = full[largest] / sizes[largest] ** 2
         a, b = fit_linear(sizes, [row["peak_mb"] for row in mine])
         cells = ", ".join(f"N={n:,}: {c * n * n / 3600:.2f} h (from the largest N: {c_largest * n * n / 3600:.2f} h), "
                           f"peak RSS {a + b * n:.0f} MB" for n in projected)

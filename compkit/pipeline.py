@@ -9,6 +9,7 @@ from pathlib import Path
 from compkit.config import CompetitionConfig
 from compkit.ensemble.weights import read_tuned_ensemble
 from compkit.errors import ParameterError
+from compkit.oof_gap import GapRow, gap_rows
 from compkit.progress import NO_PROGRESS, Progress
 from compkit.scoring import score_submission
 from compkit.stages import ENSEMBLE_SELECT, RunOptions, pipeline_stages
@@ -26,6 +27,7 @@ class PipelineReport:
     oof_scores: dict[str, float] = field(default_factory=dict)
     test_scores: dict[str, float] = field(default_factory=dict)
     ensemble: Path | None = None
+    by_kind: list[GapRow] = field(default_factory=list)  # identify: scores on seen and new_individual queries
     set_aside: list[tuple[Path, str]] = field(default_factory=list)  # damaged files found by `verify`
 
     @property
@@ -77,6 +79,8 @@ def run_pipeline(
         names = [m.name for m in config.models] + (["ensemble"] if report.ensemble else [])
         report.test_scores = {name: score_submission(config, workspace, workspace.submission_csv(name)).score
                               for name in names}
+    if config.task == "identify":
+        report.by_kind = gap_rows(config, workspace, [m.name for m in config.models], ensemble_csv=report.ensemble)
     return report
 
 

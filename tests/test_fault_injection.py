@@ -32,6 +32,9 @@ STAGES = [
     ("ensemble", ["--tune", "--trials", "15"]),
 ]
 NOT_DETERMINISTIC = ("tuning/",)  # studies keep the trials a killed run finished
+# `ensemble --tune` writes its CSV with the weights of a study a kill interrupted: resumed, the study ends
+# with the same number of trials but other ones (TPE draws from its history), so other weights may win.
+TUNED_BY_STAGE = {"ensemble": ("submissions/ensemble.csv",)}
 KILLS_PER_STAGE = 2
 SEED = 12
 
@@ -119,7 +122,7 @@ def test_a_stage_killed_and_run_again_ends_like_an_uninterrupted_run(references,
         got = artifacts(workspace)
         assert sorted(got) == sorted(expected), f"{stage} killed after {delay:.2f}s"
         differing = [name for name in expected if got[name] != expected[name]
-                     and not name.startswith(NOT_DETERMINISTIC)]
+                     and not name.startswith(NOT_DETERMINISTIC + TUNED_BY_STAGE.get(stage, ()))]
         assert differing == [], f"{stage} killed after {delay:.2f}s: {differing[:5]}"
         config = load_config(str(folder))
         states = {s.stage: s.state for s in stage_statuses(config, Workspace(workspace))}

@@ -192,6 +192,37 @@ def test_a_trial_killed_mid_study_is_failed_retried_and_not_counted(embedded, mo
     assert result.n_trials == 5 and load_tuned(result.path).n_trials == 5
 
 
+KILLED_TUNER = """
+import os, signal, sys
+from compkit.tuning.budget import optimize_to_total
+from compkit.tuning.study import open_study
+
+def killed(trial):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+optimize_to_total(open_study(sys.argv[1], sys.argv[2], seed=0), killed, total=5, on_complete=lambda: None)
+"""
+
+
+def test_a_tuner_killed_on_this_machine_is_retried_at_once_not_after_the_heartbeat_grace(embedded, monkeypatch):
+    _, config, workspace = embedded
+    model = config.model("phash")
+    tune_model(config, workspace, model, trials=2)
+    url, name = storage_url(workspace, None), default_study_name(config, workspace, model, "all")
+    killed = subprocess.run([sys.executable, "-c", KILLED_TUNER, url, name], timeout=120)
+    assert killed.returncode == -9
+    monkeypatch.delenv("COMPKIT_TRIAL_GRACE_S", raising=False)  # the default: 60 s
+
+    started = time.perf_counter()
+    result = tune_model(config, workspace, model, trials=4)
+
+    assert time.perf_counter() - started < 30  # its process is gone: no wait for the heartbeat to go stale
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [trial.state.name for trial in trials] == ["COMPLETE"] * 2 + ["FAIL"] + ["COMPLETE"] * 2
+    assert trials[3].system_attrs["failed_trial"] == 2
+    assert result.n_trials == 4
+
+
 def test_predict_refuses_untuned_then_writes_valid_csvs(embedded):
     _, config, workspace = embedded
     model = config.model("tfidf-word")

@@ -33,6 +33,31 @@ def _score_cells(oof: float | None, test: float | None) -> tuple[str, str, str]:
     return ("-" if oof is None else f"{oof:.6f}"), ("-" if test is None else f"{test:.6f}"), gap
 
 
+def _kind_table(config, rows) -> Table | None:
+    """Return the identify table of each model's MAP@5 on seen and new_individual queries, OOF and test."""
+    from compkit.oof_gap import new_share_of_test
+
+    if not rows:
+        return None
+    share = new_share_of_test(config, rows)
+    at = "OOF at test's share" if any(row.test for row in rows) else "OOF at expected_new_fraction"
+    table = Table("model", "OOF seen", "OOF new", "OOF new share", "test seen", "test new", "test new share", at,
+                  title=f"{config.slug}: MAP@5 on queries of seen individuals and of new_individual")
+
+    def cells(kind) -> list[str]:
+        if kind is None:
+            return ["-", "-", "-"]
+        return [_cell(kind.seen), _cell(kind.new), f"{kind.new_share:.1%}"]
+
+    for row in rows:
+        table.add_row(row.model, *cells(row.oof), *cells(row.test), _cell(row.oof_at(share)))
+    return table
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(handle_errors(run))
 
@@ -98,6 +123,9 @@ def run(
     for name in names + (["ensemble"] if report.ensemble is not None else []):
         table.add_row(name, *_score_cells(report.oof_scores.get(name), report.test_scores.get(name)))
     stdout.print(table)
+    kinds = _kind_table(config, report.by_kind)
+    if kinds is not None:
+        stdout.print(kinds)
     if not report.made:
         stderr.print("nothing to do: every stage is fresh", highlight=False)
     if report.ensemble is not None:

@@ -6,7 +6,9 @@ still both get one, so each trial checks its rank (its place among the counted t
 RDB storage gives in creation order) and one ranked beyond N is pruned unrun, marked `over_budget`. A process
 whose budget is spent waits for the trials still running elsewhere, so a trial whose process died is failed
 once its heartbeat is stale, its parameters are run again (the storage's retry callback queues them as a
-WAITING trial), and the study still ends with N.
+WAITING trial), and the study still ends with N. A trial whose `process` is one of this machine's process
+table (same kernel boot, same pid namespace) that no longer exists, a tuner killed here and run again, is
+failed at once, without waiting for its heartbeat to go stale.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 POLL_S = 0.5  # how often a process whose budget is spent looks at the trials running elsewhere
 OVER_BUDGET_ATTR = "over_budget"
 WORKER_ATTR = "worker"
+PROCESS_ATTR = "process"  # <kernel boot id>/<pid namespace>/<pid>: a pid that means one process, here
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,11 @@ def optimize_to_total(study, objective: Callable, *, total: int, on_complete: Ca
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    table = process_table()
     beats = is_heartbeat_enabled(study._storage)  # an in-memory study (the greedy ensemble's) has no heartbeat
     ran_here = 0
+    if beats:
+        _fail_dead_local_trials(study)
 
     def budgeted(trial) -> float:
         # The first beat, now: Optuna's heartbeat thread beats soon after, but a trial killed before any beat
@@ -63,6 +70,8 @@ def optimize_to_total(study, objective: Callable, *, total: int, on_complete: Ca
         if beats:
             study._storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr(WORKER_ATTR, worker)
+        if table:
+            trial.set_user_attr(PROCESS_ATTR, f"{table}/{os.getpid()}")
         if rank_in_budget(study, trial.number) > total:
             trial.set_user_attr(OVER_BUDGET_ATTR, total)
             raise optuna.TrialPruned(f"the study's {total} trials are taken")
@@ -79,6 +88,7 @@ def optimize_to_total(study, objective: Callable, *, total: int, on_complete: Ca
             study.optimize(budgeted, n_trials=1, callbacks=[counted])
         else:  # every trial left is running elsewhere: wait for them, or for their heartbeat to go stale
             time.sleep(POLL_S)
+            _fail_dead_local_trials(study)
             _fail_stale_trials(study)
     return ran_here
 
@@ -89,3 +99,50 @@ def _fail_stale_trials(study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def _fail_dead_local_trials(study) -> None:
+    """Fail the running trials run by a process of this process table that is gone, and queue their retry
+    (the storage's stale-trial callback, as a stale heartbeat would)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    table = process_table()
+    if not table:
+        return
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, _, pid = str(trial.user_attrs.get(PROCESS_ATTR, "")).rpartition("/")
+        if where != table or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+            continue
+        retry = storage.get_heartbeat_stale_trial_callback()
+        if retry is not None:
+            retry(study, storage.get_trial(trial._trial_id))
+
+
+def process_table() -> str:
+    """Return what names this process table (kernel boot id and pid namespace), or "" where it is unknown:
+    a hostname alone does not, since containers sharing the host's network share its hostname too."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
