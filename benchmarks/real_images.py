@@ -381,6 +381,8 @@ def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[
                                                                               flush=True))
         for name in [m.name for m in config.models] + (["ensemble"] if report.ensemble else []):
             results.append((slug, name, report.oof_scores.get(name), report.test_scores.get(name)))
+        if report.by_kind:
+            print_by_kind(config, report.by_kind)
         oof, test = trivial_scores(config, workspace)
         baseline = "self only (trivial)" if config.task == "match" else "all new_individual (trivial)"
         results.append((slug, baseline, oof, test))
@@ -389,6 +391,25 @@ def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[
 
 def _model_names(slug: str) -> set[str]:
     return {m.name for m in load_benchmark_config(slug).models}
+
+
+def print_by_kind(config, rows) -> None:
+    """Print identify's MAP@5 on seen and new_individual queries, OOF and test, as a Markdown table."""
+    from compkit.oof_gap import new_share_of_test
+
+    share = new_share_of_test(config, rows)
+
+    def cells(kind) -> str:
+        if kind is None:
+            return "- | - | -"
+        return " | ".join(["-" if v is None else f"{v:.4f}" for v in (kind.seen, kind.new)] + [f"{kind.new_share:.1%}"])
+
+    print(f"\n{config.slug}: MAP@5 by query kind\n| model | OOF seen | OOF new | OOF new share | test seen | test new "
+          "| test new share | OOF at test's share |\n|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        mixed = row.oof_at(share)
+        print(f"| {row.model} | {cells(row.oof)} | {cells(row.test)} | {'-' if mixed is None else f'{mixed:.4f}'} |")
+    print(flush=True)
 
 
 def print_table(results) -> None:

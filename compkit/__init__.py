@@ -20,6 +20,7 @@ The packages, in data-flow order (each stage leaves a fingerprinted artifact in 
 
     stages          the one stage list: each stage's artifact, inputs and freshness
     pipeline        `compkit run`: every stage that is not fresh, in order;  status: each stage's state
+    oof_gap         identify: MAP@5 on seen and new_individual queries, OOF and test (what `run` ends with)
     cli/            thin Typer commands: parse, call one library function, render
 
 `single` and `combined` name the two model families at every floor: a trained or fitted model, and a

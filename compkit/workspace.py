@@ -240,11 +240,12 @@ def remove_abandoned_temporaries(path: Path) -> None:
     for leftover in temp_siblings(path):
         pid, _, rest = leftover.name.rsplit(".tmp-", 1)[1].partition("-")
         host = rest.partition("-")[2]  # empty in the names written before the host was added
-        if host in ("", _HOST) and not (pid.isdigit() and _is_running(int(pid))):
+        if host in ("", _HOST) and not (pid.isdigit() and is_running(int(pid))):
             remove_path(leftover)
 
 
-def _is_running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether a process of this machine's process table has that pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

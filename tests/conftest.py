@@ -157,6 +157,40 @@ def kaggle_credentials(kaggle_server: KaggleTestServer, kaggle_home: Path) -> Pa
 
 
 TUNED_SLUG = "tiny-demo-match"
+DEMO_IDENTIFY = Path(__file__).resolve().parents[1] / "competitions" / "demo-identify" / "competition.toml"
+
+
+def tiny_image_models(*models: tuple[str, str]) -> str:
+    """Return [[models]] tables of one-epoch 32 px image models, one per (name, timm backbone)."""
+    return "".join(f"""[[models]]
+name = "{name}"
+kind = "image"
+backbone = "{backbone}"
+image_size = 32
+embedding_dim = 32
+train = {{ epochs = 1, batch_size = 16, lr = 2e-3 }}
+
+""" for name, backbone in models)
+
+
+def tiny_identify(root: Path, slug: str, models: str, *, postprocess: str = "", by_threshold: bool = False) -> Path:
+    """Return the folder of a small demo-identify competition (30 individuals, 2 folds) holding `models` (its
+    [[models]] tables); `postprocess` lines open its [postprocess] table; `by_threshold` tunes new_individual
+    by a similarity threshold instead of the demo's fraction."""
+    import re
+
+    text = re.sub(r"n_train_groups = \d+", "n_train_groups = 30", DEMO_IDENTIFY.read_text())
+    text = re.sub(r"n_test_groups = \d+", "n_test_groups = 6", text)
+    text = re.sub(r"image_size = \d+", "image_size = 32", text)
+    text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-identify"', f'slug = "{slug}"')
+    head, _, tail = text.partition("[postprocess]")
+    if by_threshold:
+        tail = tail.replace('new_individual = "fraction"', 'new_individual = "threshold"')
+    folder = root / "competitions" / slug
+    folder.mkdir(parents=True)
+    (folder / "competition.toml").write_text(head[: head.index("[[models]]")] + models + "[postprocess]\n"
+                                             + postprocess + tail)
+    return folder
 
 
 def matcher_competition(root: Path, slug: str, *, n_train_groups: int = 24, n_test_groups: int = 8,

@@ -1,11 +1,11 @@
 """union/concat/score models end to end on tiny real data: tuned, predicted, scored and kept fresh like any model."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from test_training import ROOT, tiny_match
+from conftest import tiny_identify, tiny_image_models
+from test_training import tiny_match
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
@@ -105,23 +105,7 @@ def test_ensemble_method_concat_tunes_an_embedding_ensemble_of_the_named_models(
 
 @pytest.mark.filterwarnings("ignore:.*fewer than n_splits")
 def test_score_and_concat_identify_models_with_per_species_thresholds(tmp_path):
-    text = (ROOT / "competitions" / "demo-identify" / "competition.toml").read_text()
-    text = re.sub(r"n_train_groups = \d+", "n_train_groups = 30", text)
-    text = re.sub(r"n_test_groups = \d+", "n_test_groups = 6", text)
-    text = re.sub(r"image_size = \d+", "image_size = 32", text)
-    text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-identify"', 'slug = "tiny-identify"')
-    head, _, tail = text.partition("[postprocess]")
-    tail = tail.replace('new_individual = "fraction"', 'new_individual = "threshold"')  # per species needs it
-    models = "".join(f"""[[models]]
-name = "{name}"
-kind = "image"
-backbone = "{backbone}"
-image_size = 32
-embedding_dim = 32
-train = {{ epochs = 1, batch_size = 16, lr = 2e-3 }}
-
-""" for name, backbone in (("cnn", "lcnet_050"), ("resnet", "test_resnet")))
-    models += """[[models]]
+    models = tiny_image_models(("cnn", "lcnet_050"), ("resnet", "test_resnet")) + """[[models]]
 name = "score"
 kind = "score"
 members = ["cnn", "resnet"]
@@ -132,12 +116,9 @@ kind = "concat"
 members = ["cnn", "resnet"]
 weights = [1.0, 1.0]
 
-[postprocess]
-new_individual_per_species = true
-species_min_queries = 10"""
-    folder = tmp_path / "competitions" / "tiny-identify"
-    folder.mkdir(parents=True)
-    (folder / "competition.toml").write_text(head[: head.index("[[models]]")] + models + tail)
+"""
+    folder = tiny_identify(tmp_path, "tiny-identify", models, by_threshold=True,  # per species needs it
+                           postprocess="new_individual_per_species = true\nspecies_min_queries = 10\n")
     config, workspace = prepared(folder, tmp_path / "work")
 
     score = tune_model(config, workspace, config.model("score"), trials=6)

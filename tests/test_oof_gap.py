@@ -1,12 +1,12 @@
 """identify: MAP@5 split into seen and new_individual queries, OOF and test, and the OOF mixed at test's share."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_identify, tiny_image_models
 from typer.testing import CliRunner
 
 from compkit.cli.app import app
@@ -36,23 +36,7 @@ def test_by_kind_means_each_kind_and_mixes_them_at_any_share():
 
 @pytest.mark.filterwarnings("ignore:.*fewer than n_splits")
 def test_run_prints_each_models_seen_and_new_scores_on_oof_and_test(tmp_path):
-    text = (ROOT / "competitions" / "demo-identify" / "competition.toml").read_text()
-    text = re.sub(r"n_train_groups = \d+", "n_train_groups = 30", text)
-    text = re.sub(r"n_test_groups = \d+", "n_test_groups = 6", text)
-    text = text.replace("n_splits = 4", "n_splits = 2").replace('slug = "demo-identify"', 'slug = "tiny-gap"')
-    head, _, tail = text.partition("[postprocess]")
-    models = "".join(f"""[[models]]
-name = "{name}"
-kind = "image"
-backbone = "{backbone}"
-image_size = 32
-embedding_dim = 32
-train = {{ epochs = 1, batch_size = 16, lr = 2e-3 }}
-
-""" for name, backbone in (("cnn", "lcnet_050"), ("resnet", "test_resnet")))
-    folder = tmp_path / "competitions" / "tiny-gap"
-    folder.mkdir(parents=True)
-    (folder / "competition.toml").write_text(head[: head.index("[[models]]")] + models + "[postprocess]" + tail)
+    folder = tiny_identify(tmp_path, "tiny-gap", tiny_image_models(("cnn", "lcnet_050"), ("resnet", "test_resnet")))
     work = tmp_path / "work"
 
     result = runner.invoke(app, ["run", "-c", str(folder), "--workspace", str(work), "--trials", "4"])

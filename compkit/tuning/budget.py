@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from compkit.workspace import is_running
+
 POLL_S = 0.5  # how often a process whose budget is spent looks at the trials running elsewhere
 OVER_BUDGET_ATTR = "over_budget"
 WORKER_ATTR = "worker"
@@ -113,7 +115,7 @@ def _fail_dead_local_trials(study) -> None:
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         where, _, pid = str(trial.user_attrs.get(PROCESS_ATTR, "")).rpartition("/")
-        if where != table or not pid.isdigit() or _alive(int(pid)):
+        if where != table or not pid.isdigit() or is_running(int(pid)):
             continue
         try:
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
@@ -135,14 +137,3 @@ def process_table() -> str:
         return ""
     return f"{boot}/{namespace}"
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
