@@ -3,7 +3,13 @@
 import numpy as np
 import scipy.sparse as sp
 
-from compkit.postprocess.combined import individual_scores, member_weights, top_individuals, weighted_lists
+from compkit.postprocess.combined import (
+    CandidateTable,
+    individual_scores,
+    member_weights,
+    top_individuals,
+    weighted_lists,
+)
 from compkit.postprocess.top5 import NO_LABEL
 from compkit.retrieval.search import MemberSearch, combined_search, pair_similarities
 
@@ -44,6 +50,20 @@ def test_concat_similarity_is_the_cosine_of_the_weighted_concatenation_of_dense_
     similarities, indices = weighted_lists(shallow, weights, 6)
     assert (shallow.ranks < 0).any()  # candidates one member did not list: their similarity was computed
     np.testing.assert_allclose(similarities, cosine[np.arange(n_rows)[:, None], indices], atol=1e-5)
+
+
+def test_a_member_weighted_zero_is_left_out_not_allowed_to_drop_candidates_it_does_not_know():
+    table = CandidateTable(indices=np.array([[0, 1, 2, -1]]),
+                           similarities=np.array([[[1.0, 0.8, 0.5, -np.inf]], [[1.0, -np.inf, 0.9, -np.inf]]],
+                                                 dtype=np.float32),
+                           ranks=np.array([[[0, 1, 2, -1]], [[0, -1, 1, -1]]], dtype=np.int32))
+
+    similarities, indices = weighted_lists(table, np.array([1.0, 0.0]), 4)
+
+    np.testing.assert_array_equal(indices, [[0, 1, 2, -1]])  # row 1, unknown to the 0-weight member, stays
+    np.testing.assert_allclose(similarities[:, :3], [[1.0, 0.8, 0.5]])
+    both, _ = weighted_lists(table, np.array([0.5, 0.5]), 4)
+    assert both[0, 2] == -np.inf  # weighted in, the unknown similarity still counts as -inf
 
 
 def test_concat_queries_search_a_reference_set_and_pair_similarities_match_dot_products():

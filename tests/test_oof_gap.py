@@ -61,6 +61,8 @@ def test_run_prints_each_models_seen_and_new_scores_on_oof_and_test(tmp_path):
     assert new_share_of_test(config, list(rows.values())) == pytest.approx(share)
     for name, row in rows.items():  # the test side adds up to the test score run printed
         assert f"{row.test.score:.6f}" in result.stdout, name
-    table = result.stdout[result.stdout.index("MAP@5 on queries of seen individuals"):]
-    cnn_line = next(line for line in table.splitlines() if line.strip("│ ").startswith("cnn"))
-    assert f"{rows['cnn'].oof_at(share):.4f}" in cnn_line and f"{share:.1%}" in cnn_line
+    table = result.stdout[result.stdout.index("MAP@5 on seen and new_individual queries"):]
+    assert f"test {share:.1%}" in table and f"OOF {rows['cnn'].oof.new_share:.1%}" in table
+    for name in ("cnn", "resnet", "ensemble"):  # whole names, in an 80-column console
+        line = next(line for line in table.splitlines() if line.strip("│ ").startswith(name + " "))
+        assert f"{rows[name].oof_at(share):.4f}" in line and f"{rows[name].test.seen:.4f}" in line

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from compkit.cli.console import RichProgress, handle_errors, stderr, stdout
 from compkit.cli.options import (
@@ -34,23 +34,22 @@ def _score_cells(oof: float | None, test: float | None) -> tuple[str, str, str]:
 
 
 def _kind_table(config, rows) -> Table | None:
-    """Return the identify table of each model's MAP@5 on seen and new_individual queries, OOF and test."""
+    """Return the identify table of each model's MAP@5 on seen and new_individual queries, OOF and test; the
+    shares of new queries (one per side: they depend on the truth, not the model) are in its title."""
     from compkit.oof_gap import new_share_of_test
 
     if not rows:
         return None
     share = new_share_of_test(config, rows)
-    at = "OOF at test's share" if any(row.test for row in rows) else "OOF at expected_new_fraction"
-    table = Table("model", "OOF seen", "OOF new", "OOF new share", "test seen", "test new", "test new share", at,
-                  title=f"{config.slug}: MAP@5 on queries of seen individuals and of new_individual")
-
-    def cells(kind) -> list[str]:
-        if kind is None:
-            return ["-", "-", "-"]
-        return [_cell(kind.seen), _cell(kind.new), f"{kind.new_share:.1%}"]
-
+    oof_share = next((row.oof.new_share for row in rows if row.oof is not None), None)
+    shares = [f"{side} {value:.1%}" for side, value in (("OOF", oof_share), ("test", share)) if value is not None]
+    at = "OOF at test's share" if any(row.test for row in rows) else "OOF at expected share"
+    table = Table(Column("model", no_wrap=True), "OOF seen", "OOF new", "test seen", "test new", at,
+                  title=f"{config.slug}: MAP@5 on seen and new_individual queries (new: {', '.join(shares)})")
     for row in rows:
-        table.add_row(row.model, *cells(row.oof), *cells(row.test), _cell(row.oof_at(share)))
+        oof = [None, None] if row.oof is None else [row.oof.seen, row.oof.new]
+        test = [None, None] if row.test is None else [row.test.seen, row.test.new]
+        table.add_row(row.model, *map(_cell, oof + test + [row.oof_at(share)]))
     return table
 
 

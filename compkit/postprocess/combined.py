@@ -134,7 +134,11 @@ class UnionMatchF1(UnionMatches):
 
 def weighted_lists(table: CandidateTable, weights: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (similarities, indices) (n, <= depth): candidates by weighted mean similarity, best first."""
-    combined = np.tensordot(weights.astype(np.float32), table.similarities, axes=1)
+    weights = np.asarray(weights, dtype=np.float32)
+    used = weights != 0  # a member weighted 0 is left out: its -inf (unknown) times 0 would drop the candidate
+    similarities = table.similarities if used.all() else table.similarities[used]
+    with np.errstate(invalid="ignore"):
+        combined = np.tensordot(weights[used], similarities, axes=1)
     combined[table.indices < 0] = -np.inf
     order = np.argsort(-combined, axis=1, kind="stable")[:, :depth]
     similarities = np.take_along_axis(combined, order, axis=1)
@@ -175,7 +179,8 @@ def top_individuals(
     individuals: np.ndarray, scores: np.ndarray, weights: np.ndarray, top: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return each row's `top` individuals by weighted mean score and those scores (NO_LABEL / -inf pads)."""
-    combined = np.tensordot(weights.astype(np.float32), scores, axes=1)
+    with np.errstate(invalid="ignore"):  # a weight of 0 times a padded slot's -inf: NaN, masked just below
+        combined = np.tensordot(weights.astype(np.float32), scores, axes=1)
     combined[individuals == NO_LABEL] = -np.inf
     order = np.argsort(-combined, axis=1, kind="stable")[:, :top]
     labels = np.take_along_axis(individuals, order, axis=1)
