@@ -83,7 +83,10 @@ def scratch(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob(".*") if not p.name.endswith(".lock"))
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+# A kill between a trial's creation and its first heartbeat leaves a trial that is failed after the grace
+# period only: short here, so that such a kill costs seconds.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "COMPKIT_TRIAL_HEARTBEAT_S": "1",
+       "COMPKIT_TRIAL_GRACE_S": "3"}
 
 
 @pytest.fixture(scope="module")

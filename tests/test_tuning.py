@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -221,6 +222,37 @@ def test_a_tuner_killed_on_this_machine_is_retried_at_once_not_after_the_heartbe
     assert [trial.state.name for trial in trials] == ["COMPLETE"] * 2 + ["FAIL"] + ["COMPLETE"] * 2
     assert trials[3].system_attrs["failed_trial"] == 2
     assert result.n_trials == 4
+
+
+ASKED_THEN_KILLED = """
+import os, signal, sys
+from compkit.tuning.study import open_study
+
+open_study(sys.argv[1], sys.argv[2], seed=0).ask()  # created RUNNING, killed before any heartbeat
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_after_the_grace_period(embedded, monkeypatch):
+    _, config, workspace = embedded
+    model = config.model("phash")
+    tune_model(config, workspace, model, trials=2)
+    url, name = storage_url(workspace, None), default_study_name(config, workspace, model, "all")
+    assert subprocess.run([sys.executable, "-c", ASKED_THEN_KILLED, url, name], timeout=120).returncode == -9
+    monkeypatch.setenv("COMPKIT_TRIAL_HEARTBEAT_S", "1")
+    monkeypatch.setenv("COMPKIT_TRIAL_GRACE_S", "2")
+
+    results = []  # it never beats: without the rule the tuner would wait for it forever, so a thread and a limit
+    tuner = threading.Thread(target=lambda: results.append(tune_model(config, workspace, model, trials=4)),
+                             daemon=True)
+    tuner.start()
+    tuner.join(timeout=60)
+
+    assert results, "the tuner still waits for a trial that never began"
+    result = results[0]
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert [trial.state.name for trial in trials][:3] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert sum(trial.state.name == "COMPLETE" for trial in trials) == 4 and result.n_trials == 4
 
 
 def test_predict_refuses_untuned_then_writes_valid_csvs(embedded):

@@ -8,11 +8,13 @@ whose budget is spent waits for the trials still running elsewhere, so a trial w
 once its heartbeat is stale, its parameters are run again (the storage's retry callback queues them as a
 WAITING trial), and the study still ends with N. A trial whose `process` is one of this machine's process
 table (same kernel boot, same pid namespace) that no longer exists, a tuner killed here and run again, is
-failed at once, without waiting for its heartbeat to go stale.
+failed at once, without waiting for its heartbeat to go stale; one killed before it recorded any (between
+its creation and its first beat) is failed once it is older than the grace period.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import time
@@ -64,7 +66,7 @@ def optimize_to_total(study, objective: Callable, *, total: int, on_complete: Ca
     beats = is_heartbeat_enabled(study._storage)  # an in-memory study (the greedy ensemble's) has no heartbeat
     ran_here = 0
     if beats:
-        _fail_dead_local_trials(study)
+        _fail_dead_trials(study)
 
     def budgeted(trial) -> float:
         # The first beat, now: Optuna's heartbeat thread beats soon after, but a trial killed before any beat
@@ -90,7 +92,7 @@ def optimize_to_total(study, objective: Callable, *, total: int, on_complete: Ca
             study.optimize(budgeted, n_trials=1, callbacks=[counted])
         else:  # every trial left is running elsewhere: wait for them, or for their heartbeat to go stale
             time.sleep(POLL_S)
-            _fail_dead_local_trials(study)
+            _fail_dead_trials(study)
             _fail_stale_trials(study)
     return ran_here
 
@@ -103,19 +105,22 @@ def _fail_stale_trials(study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _fail_dead_local_trials(study) -> None:
-    """Fail the running trials run by a process of this process table that is gone, and queue their retry
-    (the storage's stale-trial callback, as a stale heartbeat would)."""
+def _fail_dead_trials(study) -> None:
+    """Fail the running trials known to be dead, and queue their retry (the storage's stale-trial callback, as
+    a stale heartbeat would): those run by a process of this process table that is gone, and those that
+    never began (no `worker`: killed between the trial's creation and its first beat, so no heartbeat will
+    ever go stale) once they are older than the heartbeat grace period."""
     import optuna
     from optuna.trial import TrialState
 
-    table = process_table()
-    if not table:
-        return
-    storage = study._storage
+    table, storage = process_table(), study._storage
+    grace = getattr(storage, "grace_period", None) or 2 * storage.get_heartbeat_interval()
+    never_began = datetime.datetime.now() - datetime.timedelta(seconds=grace)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         where, _, pid = str(trial.user_attrs.get(PROCESS_ATTR, "")).rpartition("/")
-        if where != table or not pid.isdigit() or is_running(int(pid)):
+        gone = bool(table) and where == table and pid.isdigit() and not is_running(int(pid))
+        if not gone and not (WORKER_ATTR not in trial.user_attrs and trial.datetime_start is not None
+                             and trial.datetime_start < never_began):
             continue
         try:
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
