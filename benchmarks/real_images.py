@@ -16,7 +16,10 @@ emoji.json (name, short names, category, unified code) shared by all four.
   decoded JPEG's 64-bit pHash. Test products are unseen in train.
 - real-identify (Happywhale-shaped): one emoji is one individual, its category the species. A test row of a
   seen individual shows a vendor's drawing that is not in train; a quarter of the test rows are emoji
-  unseen in train, whose truth is `new_individual`.
+  unseen in train, whose truth is `new_individual`. train.csv names each image's `drawing` (individual and
+  vendor), as a competition may name an encounter: some train individuals show one drawing twice, and the
+  config's folds keep a drawing in one fold (`folds.group`), so that OOF queries, like test images, never
+  find their own drawing in the gallery.
 
 Both are deterministic from the seed (same seed and Pillow, same bytes). The vendors' images are not ours
 (each vendor's copyright and licence apply; the packages' own code is MIT): they are fetched into a cache
@@ -231,7 +234,8 @@ def build_identify(emoji: list[Emoji], out_dir: Path, *, seed: int, n_train: int
 
     Each of `n_train` individuals keeps a random subset of its vendors' drawings in train (one image for
     some); with probability `test_rate` one more vendor's drawing goes to test. New individuals, one image
-    each, are then a third as many as those test rows: a quarter of the test set.
+    each, are then a third as many as those test rows: a quarter of the test set. 15% of the individuals
+    show one drawing twice in train (two variations of it); every row names its `drawing`.
     """
     from compkit.data.sources.synthetic.images import unique_hex_ids
 
@@ -264,10 +268,11 @@ def build_identify(emoji: list[Emoji], out_dir: Path, *, seed: int, n_train: int
             name, _ = _write_image(rng, folder, order[position].drawings[vendor], taken, n_chars=14,
                                    image_size=image_size)
             answer = individual_ids[position] if position < n_train else NEW_INDIVIDUAL
-            rows.append({"image": name, "individual_id": answer, "species": species_of(order[position].category)})
+            rows.append({"image": name, "individual_id": answer, "species": species_of(order[position].category),
+                         "drawing": f"{individual_ids[position]}-{vendor}"})
         frames[split] = pd.DataFrame(rows).sort_values("image")
-    frames["train"][["image", "species", "individual_id"]].to_csv(out_dir / "train.csv", index=False)
-    solution = frames["test"]
+    frames["train"][["image", "species", "individual_id", "drawing"]].to_csv(out_dir / "train.csv", index=False)
+    solution = frames["test"][["image", "individual_id", "species"]]
     solution.to_csv(out_dir / "solution.csv", index=False)
     pd.DataFrame({"image": solution["image"], "predictions": SAMPLE_PREDICTIONS}).to_csv(
         out_dir / "sample_submission.csv", index=False)
@@ -283,7 +288,7 @@ def build(tree: Path, out_root: Path, *, seed: int, n_match_train: int, n_match_
     """
     import shutil
 
-    settings = {"seed": seed, "match": [n_match_train, n_match_test], "identify": n_identify_train,
+    settings = {"layout": 2, "seed": seed, "match": [n_match_train, n_match_test], "identify": n_identify_train,
                 "image_size": image_size, "vendors": list(vendors), "tree": str(tree.resolve())}
     record = out_root / "build.json"
     if record.is_file() and all((out_root / slug).is_dir() for slug in (MATCH_SLUG, IDENTIFY_SLUG)):

@@ -183,3 +183,25 @@ def test_a_second_run_of_each_fresh_stage_writes_nothing_and_force_redoes_it(tun
         path = workspace.root / artifact
         files = [path, *path.rglob("*")] if path.is_dir() else [path]
         assert max(p.stat().st_mtime_ns for p in files) >= started, f"{command} --force rewrote nothing"
+
+
+def test_folds_rewritten_from_the_same_settings_with_other_assignments_make_the_models_stale(tuned_workspace):
+    """A compkit that deals folds differently rewrites folds.csv from unchanged settings: what was embedded
+    on the old folds must not pass as fresh (its OOF rows were in training)."""
+    import pandas as pd
+
+    from compkit.workspace import write_csv, write_manifest
+
+    folder, base, config, workspace = opened(tuned_workspace)
+    states = {status.stage: status.state for status in stage_statuses(config, workspace)}
+    assert all(state == "fresh" for state in states.values()), states
+    folds = pd.read_csv(workspace.folds_path)
+    settings = read_manifest(workspace.folds_path)["inputs"]
+    write_csv(workspace.folds_path, folds.assign(fold=(folds["fold"] + 1) % workspace.fold_count()))
+    write_manifest(workspace.folds_path, settings, rows=len(folds))
+
+    states = {status.stage: status.state for status in stage_statuses(config, workspace)}
+
+    assert states["folds"] == "fresh"
+    assert {stage: state for stage, state in states.items() if stage.startswith("embed")} and all(
+        state == "stale" for stage, state in states.items() if stage.startswith("embed")), states

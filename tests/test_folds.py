@@ -244,6 +244,28 @@ def test_unseen_fraction_with_a_group_keeps_both_promises():
     assert (folds_per_label(frame, folds).transform("nunique") == 1).mean() >= 0.28
 
 
+def test_unseen_fraction_counts_the_individuals_a_group_already_keeps_in_one_fold():
+    frame = happywhale_like_frame(3)
+    codes = pd.factorize(frame["label"])[0]
+    rng = np.random.default_rng(5)
+    own = rng.random(codes.max() + 1) < 0.3  # these individuals were photographed on one outing only
+    frame["encounter"] = np.where(own[codes], codes * 10, codes * 10 + rng.integers(1, 4, len(frame)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folds = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
+                           together_column="encounter", unseen_fraction=0.35)
+    assert (frame.assign(fold=folds).groupby("encounter")["fold"].nunique() == 1).all()
+    assert abs((folds_per_label(frame, folds).transform("nunique") == 1).mean() - 0.35) <= 0.02
+
+
+def test_a_group_that_alone_makes_more_individuals_unseen_than_asked_is_warned_of():
+    frame = happywhale_like_frame(3)
+    frame["encounter"] = pd.factorize(frame["label"])[0] // 2  # an outing per two individuals: all unseen
+    with pytest.warns(UserWarning, match=r"folds.group keeps 100.0% of the rows' individuals in one fold"):
+        make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
+                   together_column="encounter", unseen_fraction=0.3)
+
+
 def test_unseen_fraction_defaults_to_the_expected_share_and_is_recorded(identify_workspace, tmp_path):
     _, workspace = identify_workspace
     config = parse_config(IDENTIFY_TOML.replace('source = "local"', 'source = "local"\nexpected_new_fraction = 0.4'),

@@ -97,7 +97,7 @@ def test_identify_folder_has_happywhale_files_and_a_quarter_new_individuals(buil
     identify = out / "real-identify"
     train = pd.read_csv(identify / "train.csv")
     solution = pd.read_csv(identify / "solution.csv")
-    assert list(train.columns) == ["image", "species", "individual_id"]
+    assert list(train.columns) == ["image", "species", "individual_id", "drawing"]
     assert list(solution.columns) == ["image", "individual_id", "species"]
     assert list(pd.read_csv(identify / "sample_submission.csv").columns) == ["image", "predictions"]
     assert not (identify / "test.csv").exists()
@@ -106,6 +106,7 @@ def test_identify_folder_has_happywhale_files_and_a_quarter_new_individuals(buil
     assert 0.2 <= new.mean() <= 0.3
     assert set(solution.loc[~new, "individual_id"]) <= set(train["individual_id"])
     assert (train["individual_id"].value_counts() == 1).any()  # singletons, as in Happywhale
+    assert (train.groupby("drawing")["individual_id"].nunique() == 1).all()  # a drawing is one individual's
     assert all((identify / "test_images" / name).is_file() for name in solution["image"])
 
 

@@ -20,12 +20,15 @@ Two settings add rows that must share a fold (`_kept_together`), in every strate
   encounter, a camera, a seller). In "group" folds the column joins the label: rows linked by either share
   a fold.
 - `unseen_fraction` (identify): whole individuals are held out in one fold each, drawn at random from those
-  with several rows until, with the single-row ones, about that share of the rows are unseen in the other
-  folds, i.e. score as `new_individual` when their fold is validated.
+  with several rows until, with the single-row ones and those `group` already keeps in one fold (all their
+  rows in one component), about that share of the rows are unseen in the other folds, i.e. score as
+  `new_individual` when their fold is validated. A group that alone makes more of them unseen is warned of.
 
-Rows tied together form components (scipy's connected components over the tying values); the components
-are dealt whole, largest first, each to the fold with the fewest rows so far, after the untied rows are
-stratified as above.
+Rows tied together form components (scipy's connected components over the tying values; a value only one
+row holds ties nothing); the untied rows are stratified as above, then the components are dealt whole,
+largest first, each to the fold that holds the fewest rows of its labels among the folds within its size of
+the emptiest, and the emptiest of those: an individual whose rows lie in several components (encounters)
+is spread over folds, so it stays seen.
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ def _folds_with_ties(frame, labels, *, strategy, n_splits, seed, label_column, g
     if strategy != "stratified":
         keys.append(frame[group_column or label_column].to_numpy())
     if unseen_fraction is not None:
-        held = _held_out_labels(labels, unseen_fraction, n_splits=n_splits, seed=seed)
+        whole = _whole_in_one_group(labels, keys[0]) if together_column is not None else None
+        held = _held_out_labels(labels, unseen_fraction, n_splits=n_splits, seed=seed, already=whole)
         keys.append(np.where(held, labels, None))
     component = _kept_together(keys, len(frame))
     tied = component >= 0
@@ -132,20 +136,42 @@ def _folds_with_ties(frame, labels, *, strategy, n_splits, seed, label_column, g
         folds[~tied] = _stratified_folds(labels[~tied], n_splits=n_splits, seed=seed, label_column=label_column,
                                          among=" not held out or grouped")
     if tied.any():
-        folds[tied] = _deal_components(component[tied], folds[~tied], n_splits=n_splits, seed=seed)
+        codes = pd.factorize(labels, use_na_sentinel=False)[0]
+        folds[tied] = _deal_components(component[tied], codes[tied], folds[~tied], codes[~tied],
+                                       n_splits=n_splits, seed=seed)
     return folds
 
 
-def _held_out_labels(labels: np.ndarray, fraction: float, *, n_splits: int, seed: int) -> np.ndarray:
-    """Return a row mask of the individuals held out whole: with the single-row ones, about `fraction` of rows.
+def _whole_in_one_group(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Return a row mask of the labels whose rows the `groups` ties all join into one component: one fold
+    holds each of them whole, so they are unseen when it is validated."""
+    codes = pd.factorize(labels, use_na_sentinel=False)[0]
+    component = _kept_together([groups], len(labels))
+    frame = pd.DataFrame({"label": codes, "component": component})
+    spread = frame.groupby("label")["component"].agg(["nunique", "min"])
+    whole = (spread["nunique"] == 1) & (spread["min"] >= 0)
+    return whole.to_numpy()[codes]
+
+
+def _held_out_labels(labels: np.ndarray, fraction: float, *, n_splits: int, seed: int,
+                     already: np.ndarray | None = None) -> np.ndarray:
+    """Return a row mask of the individuals held out whole: with the single-row ones and those `already`
+    unseen (rows of a label the group ties keep in one fold), about `fraction` of rows.
 
     Labels with fewer than n_splits rows go first (they would otherwise be spread thinly), in random order.
     """
     codes = pd.factorize(labels, use_na_sentinel=False)[0]
     sizes = np.bincount(codes)
-    wanted = round(fraction * len(labels)) - int((sizes == 1).sum())
+    unseen = sizes[codes] == 1
+    if already is not None:
+        unseen |= already
+    wanted = round(fraction * len(labels)) - int(unseen.sum())
+    if already is not None and wanted < 0:
+        warnings.warn(f"folds.group keeps {unseen.mean():.1%} of the rows' individuals in one fold (with the "
+                      f"single-row ones): more than unseen_fraction={fraction}, so that many OOF queries are "
+                      "new_individual", UserWarning, stacklevel=4)
     rng = np.random.default_rng(seed)
-    candidates = np.flatnonzero(sizes > 1)
+    candidates = np.setdiff1d(np.flatnonzero(sizes > 1), codes[unseen])
     candidates = candidates[rng.permutation(len(candidates))]
     candidates = candidates[np.argsort(sizes[candidates] >= n_splits, kind="stable")]
     taken = candidates[: int(np.searchsorted(np.cumsum(sizes[candidates]), wanted, side="right"))]
@@ -158,9 +184,11 @@ def _kept_together(keys: list[np.ndarray], n_rows: int) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     rows, nodes, offset = [], [], 0
-    for values in keys:
+    for values in keys:  # a value held by one row ties nothing
         present = np.flatnonzero(pd.notna(values))
         codes = pd.factorize(values[present])[0]
+        shared = np.bincount(codes)[codes] > 1 if len(codes) else np.zeros(0, dtype=bool)
+        present, codes = present[shared], pd.factorize(codes[shared])[0]
         rows.append(present)
         nodes.append(codes + offset)
         offset += int(codes.max()) + 1 if len(codes) else 0
@@ -173,8 +201,11 @@ def _kept_together(keys: list[np.ndarray], n_rows: int) -> np.ndarray:
     return np.where(tied, pd.factorize(row_component)[0], -1) if tied.any() else np.full(n_rows, -1)
 
 
-def _deal_components(component: np.ndarray, other_folds: np.ndarray, *, n_splits: int, seed: int) -> np.ndarray:
-    """Return a fold per row: components whole, largest first (random among equals), to the emptiest fold."""
+def _deal_components(component: np.ndarray, labels: np.ndarray, other_folds: np.ndarray, other_labels: np.ndarray,
+                     *, n_splits: int, seed: int) -> np.ndarray:
+    """Return a fold per row: components whole, largest first (random among equals), each to the fold that
+    holds the fewest rows of its labels among those within a component's size of the emptiest, so that an
+    individual whose rows are tied in several components stays seen; then the emptiest of those."""
     sizes = np.bincount(component)
     total = len(component) + len(other_folds)
     if sizes.max() > total / n_splits:
@@ -185,11 +216,20 @@ def _deal_components(component: np.ndarray, other_folds: np.ndarray, *, n_splits
     order = rng.permutation(len(sizes))
     order = order[np.argsort(-sizes[order], kind="stable")]
     load = np.bincount(other_folds, minlength=n_splits).astype(np.int64)
+    n_labels = int(max(labels.max(initial=-1), other_labels.max(initial=-1))) + 1
+    held = np.zeros((n_labels, n_splits), dtype=np.int64)  # rows of each label in each fold so far
+    np.add.at(held, (other_labels, other_folds), 1)
+    by_component = np.argsort(component, kind="stable")
+    starts = np.r_[0, np.cumsum(sizes)]
     fold_of_component = np.empty(len(sizes), dtype=np.int64)
     for index in order:  # one step per component (a group or held-out individual), not per row
-        fold = int(load.argmin())
+        own = labels[by_component[starts[index]:starts[index + 1]]]
+        near = load <= load.min() + sizes[index]
+        overlap = np.where(near, held[own].sum(axis=0), np.iinfo(np.int64).max)
+        fold = int(np.lexsort((load, overlap))[0])
         fold_of_component[index] = fold
         load[fold] += sizes[index]
+        np.add.at(held[:, fold], own, 1)
     return fold_of_component[component]
 
 

@@ -29,7 +29,7 @@ from compkit.data.tables import load_test
 from compkit.embeddings.shards import collected_shards, remove_shards
 from compkit.errors import DamagedArtifact, StaleArtifactError
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.training.rows import fold_rows, model_inputs, upstream_fingerprint
+from compkit.training.rows import fold_rows, folds_fingerprint, model_inputs, upstream_fingerprint
 from compkit.workspace import Workspace, atomic_path, embedding_stem, file_sha256, is_fresh, write_manifest
 
 
@@ -49,7 +49,7 @@ def fold_dir_inputs(config: CompetitionConfig, model: ModelConfig, fold: int, wo
         "fold": fold,
         "dtype": config.embeddings.dtype,
         "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
-        "folds": upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}"),
+        "folds": folds_fingerprint(config, workspace),
     }
     if is_trained(model):
         run_dir = workspace.model_dir(model.name, fold)

@@ -14,7 +14,7 @@ from compkit.data.tables import load_train
 from compkit.errors import ParameterError, StaleArtifactError
 from compkit.schema import to_plain
 from compkit.training.pseudo import pseudo_label_inputs, pseudo_labels
-from compkit.workspace import Workspace, read_manifest
+from compkit.workspace import Workspace, fingerprint, read_manifest
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,17 @@ def upstream_fingerprint(artifact, hint: str) -> str:
     return manifest["fingerprint"]
 
 
+def folds_fingerprint(config: CompetitionConfig, workspace: Workspace) -> str:
+    """Return the fingerprint of folds.csv as what it holds: the settings it was made from and its bytes.
+
+    The settings alone would not do: a compkit that deals folds differently rewrites folds.csv from the same
+    settings, and models trained on the old folds would pass as fresh, their OOF rows seen in training.
+    """
+    fingerprint_of_settings = upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}")
+    outputs = read_manifest(workspace.folds_path).get("outputs")
+    return fingerprint({"settings": fingerprint_of_settings, "outputs": outputs})
+
+
 RESULT_NEUTRAL = ("checkpoint_minutes",)
 
 
@@ -96,7 +107,7 @@ def model_fold_inputs(config: CompetitionConfig, model, fold: int, workspace: Wo
         "columns": to_plain(config.columns),
         "selection": {"max_matches": config.postprocess.max_matches, "top_n": config.postprocess.top_n},
         "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
-        "folds": upstream_fingerprint(workspace.folds_path, f"run: compkit folds -c {config.slug}"),
+        "folds": folds_fingerprint(config, workspace),
         **_pseudo_label_inputs(config, model, workspace),
     }
 
