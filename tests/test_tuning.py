@@ -173,13 +173,19 @@ open_study(sys.argv[1], sys.argv[2], seed=0).optimize(killed, n_trials=1)
 """
 
 
-def test_a_trial_killed_mid_study_is_failed_retried_and_not_counted(embedded, monkeypatch):
+def tuned_twice_then_killed(embedded, script: str):
+    """Tune phash for 2 trials, then SIGKILL `script` run on its study; return (config, workspace, model,
+    storage url, study name)."""
     _, config, workspace = embedded
     model = config.model("phash")
     tune_model(config, workspace, model, trials=2)
     url, name = storage_url(workspace, None), default_study_name(config, workspace, model, "all")
-    killed = subprocess.run([sys.executable, "-c", KILLED_MID_TRIAL, url, name], timeout=120)
-    assert killed.returncode == -9
+    assert subprocess.run([sys.executable, "-c", script, url, name], timeout=120).returncode == -9
+    return config, workspace, model, url, name
+
+
+def test_a_trial_killed_mid_study_is_failed_retried_and_not_counted(embedded, monkeypatch):
+    config, workspace, model, url, name = tuned_twice_then_killed(embedded, KILLED_MID_TRIAL)
     assert optuna.load_study(study_name=name, storage=url).trials[-1].state == optuna.trial.TrialState.RUNNING
     monkeypatch.setenv("COMPKIT_TRIAL_HEARTBEAT_S", "1")
     monkeypatch.setenv("COMPKIT_TRIAL_GRACE_S", "2")
@@ -206,12 +212,7 @@ optimize_to_total(open_study(sys.argv[1], sys.argv[2], seed=0), killed, total=5,
 
 
 def test_a_tuner_killed_on_this_machine_is_retried_at_once_not_after_the_heartbeat_grace(embedded, monkeypatch):
-    _, config, workspace = embedded
-    model = config.model("phash")
-    tune_model(config, workspace, model, trials=2)
-    url, name = storage_url(workspace, None), default_study_name(config, workspace, model, "all")
-    killed = subprocess.run([sys.executable, "-c", KILLED_TUNER, url, name], timeout=120)
-    assert killed.returncode == -9
+    config, workspace, model, url, name = tuned_twice_then_killed(embedded, KILLED_TUNER)
     monkeypatch.delenv("COMPKIT_TRIAL_GRACE_S", raising=False)  # the default: 60 s
 
     started = time.perf_counter()
@@ -234,11 +235,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_trial_killed_before_its_first_heartbeat_is_failed_after_the_grace_period(embedded, monkeypatch):
-    _, config, workspace = embedded
-    model = config.model("phash")
-    tune_model(config, workspace, model, trials=2)
-    url, name = storage_url(workspace, None), default_study_name(config, workspace, model, "all")
-    assert subprocess.run([sys.executable, "-c", ASKED_THEN_KILLED, url, name], timeout=120).returncode == -9
+    config, workspace, model, url, name = tuned_twice_then_killed(embedded, ASKED_THEN_KILLED)
     monkeypatch.setenv("COMPKIT_TRIAL_HEARTBEAT_S", "1")
     monkeypatch.setenv("COMPKIT_TRIAL_GRACE_S", "2")
 
