@@ -58,6 +58,9 @@ class FoldSettings:
     `unseen_fraction` (identify) holds whole individuals out in one fold each, so that about that share of
     the OOF queries are `new_individual`, as in the test set; it defaults to the competition's
     `expected_new_fraction`.
+    `unseen_group_fraction` (stratified folds with a `group`) keeps only some groups whole, so that about that
+    share of the OOF queries of seen individuals have no row of their group in the other folds: for a test set
+    whose known individuals come from an encounter train lacks only part of the time.
     """
 
     n_splits: int = 5
@@ -65,12 +68,18 @@ class FoldSettings:
     seed: int = 42
     group: str | None = None
     unseen_fraction: float | None = None
+    unseen_group_fraction: float | None = None
 
     def check(self) -> str | None:
         if self.n_splits < 2:
             return f"n_splits must be >= 2, got n_splits={self.n_splits}"
         if self.unseen_fraction is not None and not 0.0 <= self.unseen_fraction < 1.0:
             return f"unseen_fraction must be in [0, 1), got unseen_fraction={self.unseen_fraction}"
+        if self.unseen_group_fraction is not None:
+            if self.group is None:
+                return "unseen_group_fraction needs group (the column whose values are kept whole)"
+            if not 0.0 <= self.unseen_group_fraction <= 1.0:
+                return f"unseen_group_fraction must be in [0, 1], got {self.unseen_group_fraction}"
         return None
 
 

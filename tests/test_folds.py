@@ -304,3 +304,62 @@ def test_unseen_fraction_is_refused_for_match():
     toml = toml.replace("seed = 7", "seed = 7\nunseen_fraction = 0.2")
     with pytest.raises(ConfigError, match="unseen_fraction needs task = 'identify'"):
         parse_config(toml, source="x.toml")
+
+
+def outings(frame, *, seed):
+    """Each individual's own outings (encounters): a new one for about 30% of its photos, as the demo draws."""
+    codes = pd.factorize(frame["label"])[0]
+    rng = np.random.default_rng(seed)
+    order = np.argsort(codes, kind="stable")
+    new = rng.random(len(frame)) < 0.3
+    first = np.r_[True, codes[order][1:] != codes[order][:-1]]
+    outing = np.empty(len(frame), dtype=np.int64)
+    outing[order] = np.cumsum(first | new[order])  # numbered over all individuals: never shared
+    return outing
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.35, 0.5])
+def test_unseen_group_fraction_makes_that_share_of_seen_queries_miss_their_group(fraction):
+    from compkit.data.folds import unseen_group_share
+
+    frame = happywhale_like_frame(4)
+    frame["encounter"] = outings(frame, seed=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
+                           together_column="encounter", unseen_fraction=0.25)
+        partly = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
+                            together_column="encounter", unseen_fraction=0.25, unseen_group_fraction=fraction)
+    labels, groups = frame["label"].to_numpy(), frame["encounter"].to_numpy()
+    assert abs(unseen_group_share(partly, labels, groups) - fraction) <= 0.02
+    assert unseen_group_share(whole, labels, groups) > 0.9  # every outing whole: no seen query meets its own
+    assert abs((folds_per_label(frame, partly).transform("nunique") == 1).mean() - 0.25) <= 0.02
+    kept = frame.assign(fold=partly).groupby("encounter")["fold"].nunique() == 1
+    assert kept.mean() < 1.0  # some outings are split over folds, not all
+    sizes = np.bincount(partly)
+    assert sizes.max() - sizes.min() <= 0.05 * len(frame)
+
+
+def test_unseen_group_share_counts_seen_rows_whose_group_no_other_fold_holds():
+    from compkit.data.folds import unseen_group_share
+
+    folds = np.array([0, 1, 0, 1, 0, 1])
+    labels = np.array(["a", "a", "a", "b", "b", "c"])  # c is unseen: not counted
+    groups = np.array(["x", "x", "y", "z", None, "w"], dtype=object)  # b's second row has no group
+    # a@0 (x also in fold 1): has its group; a@1: has; a@0 (y only here): misses; b@1 (z only here): misses
+    assert unseen_group_share(folds, labels, groups) == 0.5
+
+
+def test_unseen_group_fraction_needs_a_group_and_stratified_folds():
+    frame = happywhale_like_frame(1)
+    frame["encounter"] = outings(frame, seed=1)
+    with pytest.raises(ConfigError, match="unseen_group_fraction needs folds.group"):
+        make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label", unseen_group_fraction=0.3)
+    with pytest.raises(ConfigError, match="unseen_group_fraction needs strategy 'stratified'"):
+        make_folds(frame, strategy="group", n_splits=4, seed=0, label_column="label", together_column="encounter",
+                   unseen_group_fraction=0.3)
+    toml = IDENTIFY_TOML.replace("seed = 7", "seed = 7\nunseen_group_fraction = 0.3")
+    with pytest.raises(ConfigError, match=r"unseen_group_fraction needs group"):
+        parse_config(toml, source="x.toml")
+    with pytest.raises(ConfigError, match=r"unseen_group_fraction must be in \[0, 1\]"):
+        parse_config(toml.replace("0.3", '1.5\ngroup = "encounter"'), source="x.toml")

@@ -163,7 +163,10 @@ def test_identify_files_have_happywhale_columns_and_no_test_csv(identify_dir: Pa
         pd.read_csv(identify_dir / "sample_submission.csv"),
         pd.read_csv(identify_dir / "solution.csv"),
     )
-    assert list(train.columns) == ["image", "species", "individual_id"]
+    assert list(train.columns) == ["image", "species", "individual_id", "encounter"]  # Happywhale's, and the outing
+    assert train["encounter"].str.fullmatch(r"e\d{4}").all()
+    assert (train.groupby("encounter")["individual_id"].nunique() == 1).all()  # an outing photographs one animal
+    assert train.groupby("individual_id")["encounter"].nunique().max() > 1
     assert list(submission.columns) == ["image", "predictions"]
     assert list(solution.columns) == ["image", "individual_id", "species"]
     assert train["image"].is_monotonic_increasing and submission["image"].is_monotonic_increasing

@@ -153,6 +153,11 @@ def folds(
     if config.task == "identify":
         target = "" if result.unseen_fraction is None else f" (folds.unseen_fraction {result.unseen_fraction:.1%})"
         stderr.print(f"new_individual OOF queries: {result.unseen_share:.1%} of rows{target}", highlight=False)
+    if result.unseen_group_share is not None:
+        fraction = config.folds.unseen_group_fraction
+        target = "every group kept whole" if fraction is None else f"folds.unseen_group_fraction {fraction:.1%}"
+        stderr.print(f"seen OOF queries with no row of their {config.folds.group} in another fold: "
+                     f"{result.unseen_group_share:.1%} ({target})", highlight=False)
     if not result.written:
         stderr.print("folds already fresh: nothing written (use --force to write them again)", highlight=False)
     stdout.print(str(result.path), highlight=False)

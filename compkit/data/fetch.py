@@ -236,9 +236,9 @@ class SyntheticSource:
         self.description = f"the synthetic {config.task} generator (seed {config.synthetic.seed})"
 
     def origin(self) -> dict[str, Any]:
-        from compkit.data.sources.synthetic import GENERATOR_VERSION
+        from compkit.data.sources.synthetic import GENERATOR_VERSIONS
 
-        return {"generator": self.task, "version": GENERATOR_VERSION, **dataclasses.asdict(self.settings)}
+        return {"generator": self.task, "version": GENERATOR_VERSIONS[self.task], **dataclasses.asdict(self.settings)}
 
     def fill(self, staging: Path, scratch: Path, progress: Progress) -> None:
         if self.task == "match":

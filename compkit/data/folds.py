@@ -23,6 +23,10 @@ Two settings add rows that must share a fold (`_kept_together`), in every strate
   with several rows until, with the single-row ones and those `group` already keeps in one fold (all their
   rows in one component), about that share of the rows are unseen in the other folds, i.e. score as
   `new_individual` when their fold is validated. A group that alone makes more of them unseen is warned of.
+- `unseen_group_fraction` (stratified, with `group`): only some groups are kept whole, drawn at random from
+  those whose individuals all have rows outside them (so they stay seen) until, with the rows whose group
+  value no other row holds, about that share of the seen individuals' rows have no row of their group in
+  another fold. The individuals `unseen_fraction` holds out are drawn first and their groups are left alone.
 
 Rows tied together form components (scipy's connected components over the tying values; a value only one
 row holds ties nothing); the untied rows are stratified as above, then the components are dealt whole,
@@ -63,6 +67,7 @@ class FoldsResult:
     summary: pd.DataFrame
     unseen_fraction: float | None = None
     written: bool = True  # False: folds.csv was fresh and was read back
+    unseen_group_share: float | None = None  # with a group: the seen rows' share whose group no other fold has
 
     @property
     def unseen_share(self) -> float:
@@ -80,19 +85,24 @@ def make_folds(
     group_column: str | None = None,
     together_column: str | None = None,
     unseen_fraction: float | None = None,
+    unseen_group_fraction: float | None = None,
 ) -> np.ndarray:
     """Return the fold number (0 to n_splits - 1) of each row of `frame`.
 
-    `together_column` (the config's `folds.group`) and `unseen_fraction` tie rows together as the module
-    docstring says; `unseen_fraction` holds out values of `label_column` (stratified folds).
+    `together_column` (the config's `folds.group`), `unseen_fraction` and `unseen_group_fraction` tie rows
+    together as the module docstring says; `unseen_fraction` holds out values of `label_column` (stratified
+    folds).
     """
     _check_split_request(frame, strategy=strategy, n_splits=n_splits,
                          columns=[label_column, group_column, together_column])
+    if unseen_group_fraction is not None and together_column is None:
+        raise ConfigError("folds.unseen_group_fraction needs folds.group (the column whose values are kept whole)")
     labels = frame[label_column].to_numpy()
     if together_column is not None or unseen_fraction is not None:
         return _folds_with_ties(frame, labels, strategy=strategy, n_splits=n_splits, seed=seed,
                                 label_column=label_column, group_column=group_column,
-                                together_column=together_column, unseen_fraction=unseen_fraction)
+                                together_column=together_column, unseen_fraction=unseen_fraction,
+                                unseen_group_fraction=unseen_group_fraction)
     if strategy == "stratified":
         return _stratified_folds(labels, n_splits=n_splits, seed=seed, label_column=label_column)
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -115,20 +125,25 @@ def make_folds(
 
 
 def _folds_with_ties(frame, labels, *, strategy, n_splits, seed, label_column, group_column, together_column,
-                     unseen_fraction) -> np.ndarray:
+                     unseen_fraction, unseen_group_fraction) -> np.ndarray:
     """Return folds where the rows `_kept_together` share a fold, the other rows split by `strategy`."""
-    if unseen_fraction is not None and strategy != "stratified":
-        raise ConfigError(f"folds.unseen_fraction needs strategy 'stratified' (got {strategy!r}, which already "
-                          "keeps each individual in one fold)")
+    for name, value in (("unseen_fraction", unseen_fraction), ("unseen_group_fraction", unseen_group_fraction)):
+        if value is not None and strategy != "stratified":
+            raise ConfigError(f"folds.{name} needs strategy 'stratified' (got {strategy!r}, which already "
+                              "keeps each individual in one fold)")
     keys = []
-    if together_column is not None:
+    if together_column is not None and unseen_group_fraction is None:
         keys.append(frame[together_column].to_numpy())
     if strategy != "stratified":
         keys.append(frame[group_column or label_column].to_numpy())
+    held = None
     if unseen_fraction is not None:
-        whole = _whole_in_one_group(labels, keys[0]) if together_column is not None else None
+        whole = _whole_in_one_group(labels, keys[0]) if keys else None
         held = _held_out_labels(labels, unseen_fraction, n_splits=n_splits, seed=seed, already=whole)
         keys.append(np.where(held, labels, None))
+    if unseen_group_fraction is not None:
+        keys.append(_partly_kept_groups(frame[together_column].to_numpy(), labels, unseen_group_fraction,
+                                        held=held, seed=seed))
     component = _kept_together(keys, len(frame))
     tied = component >= 0
     folds = np.full(len(frame), -1, dtype=np.int64)
@@ -176,6 +191,43 @@ def _held_out_labels(labels: np.ndarray, fraction: float, *, n_splits: int, seed
     candidates = candidates[np.argsort(sizes[candidates] >= n_splits, kind="stable")]
     taken = candidates[: int(np.searchsorted(np.cumsum(sizes[candidates]), wanted, side="right"))]
     return np.isin(codes, taken)
+
+
+def _partly_kept_groups(groups: np.ndarray, labels: np.ndarray, fraction: float, *, held: np.ndarray | None,
+                        seed: int) -> np.ndarray:
+    """Return `groups` with None for every group left free: the ones kept whole are drawn at random among those
+    whose individuals all have rows outside them (and none held out) until, with the rows whose group value
+    only they hold, about `fraction` of the seen individuals' rows are in a group no other fold has."""
+    codes = pd.factorize(labels, use_na_sentinel=False)[0]
+    group_codes = pd.factorize(groups)[0]
+    label_sizes = np.bincount(codes)
+    seen = (label_sizes[codes] > 1) & (group_codes >= 0)
+    if held is not None:
+        seen &= ~held
+    group_sizes = np.bincount(group_codes[group_codes >= 0], minlength=int(group_codes.max(initial=-1)) + 1)
+    alone = seen & (group_sizes[np.clip(group_codes, 0, None)] == 1)
+    pairs = pd.DataFrame({"group": group_codes, "label": codes, "seen": seen})[group_codes >= 0]
+    in_group = pairs.groupby(["group", "label"])["seen"].transform("size").to_numpy()
+    pairs = pairs.assign(keeps_seen=pairs["seen"].to_numpy() & (label_sizes[pairs["label"].to_numpy()] > in_group))
+    eligible = pairs.groupby("group")["keeps_seen"].all()
+    eligible = eligible.index.to_numpy()[eligible.to_numpy() & (group_sizes[eligible.index.to_numpy()] > 1)]
+    rng = np.random.default_rng(seed)
+    eligible = eligible[rng.permutation(len(eligible))]
+    wanted = round(fraction * int(seen.sum())) - int(alone.sum())
+    taken = eligible[: int(np.searchsorted(np.cumsum(group_sizes[eligible]), wanted, side="right"))]
+    return np.where(np.isin(group_codes, taken) & (group_codes >= 0), groups, None)
+
+
+def unseen_group_share(folds: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float | None:
+    """Return the share of the seen rows (their label in another fold) whose group value no other fold holds;
+    None when no row is seen with a group value."""
+    frame = pd.DataFrame({"fold": folds, "label": labels, "group": groups})
+    in_other_fold = {}
+    for column in ("label", "group"):  # a row's value is in another fold when its rows span two folds or more
+        spans = frame.dropna(subset=[column]).groupby(column)["fold"].nunique()
+        in_other_fold[column] = frame[column].map(spans).fillna(0).to_numpy() > 1
+    seen = in_other_fold["label"] & frame["group"].notna().to_numpy()
+    return float((~in_other_fold["group"][seen]).mean()) if seen.any() else None
 
 
 def _kept_together(keys: list[np.ndarray], n_rows: int) -> np.ndarray:
@@ -314,7 +366,7 @@ def fold_settings(
     if unseen is None and config.task == "identify" and strategy == "stratified":
         unseen = config.expected_new_fraction
     return FoldSettings(n_splits=n_splits, strategy=strategy, seed=seed, group=config.folds.group,
-                        unseen_fraction=unseen)
+                        unseen_fraction=unseen, unseen_group_fraction=config.folds.unseen_group_fraction)
 
 
 def recorded_settings(config: CompetitionConfig, recorded: dict[str, Any]) -> FoldSettings:
@@ -338,8 +390,17 @@ def folds_inputs(config: CompetitionConfig, workspace: Workspace, settings: Fold
         "fixes": config.fixes,
         "columns": {"id": config.columns.id, "label": config.columns.label},
         "split_by": dict(zip(("stratify", "group"), _split_columns(config, settings), strict=True)),
-        "folds": asdict(settings),
+        "folds": _recorded(settings),
     }
+
+
+def _recorded(settings: FoldSettings) -> dict[str, Any]:
+    """Return the settings as folds' fingerprints hold them: a key added later only when it is set, so the
+    folds made before it existed stay fresh."""
+    plain = asdict(settings)
+    if plain["unseen_group_fraction"] is None:
+        del plain["unseen_group_fraction"]
+    return plain
 
 
 def _split_columns(config: CompetitionConfig, settings: FoldSettings) -> tuple[str | None, str | None]:
@@ -370,7 +431,11 @@ def build_folds(
     with exclusive_lock(workspace.stage_lock("folds"), holder="compkit folds"):
         if not force and is_fresh(workspace.folds_path, folds_inputs(config, workspace, settings)):
             folds = load_folds(config, workspace)
-            return _result(workspace, settings, folds, config.columns.label, written=False)
+            groups = None
+            if settings.group is not None:
+                groups = load_train(config, workspace).set_index(config.columns.id)[settings.group]
+                groups = groups.loc[folds[config.columns.id]].to_numpy()
+            return _result(workspace, settings, folds, config.columns.label, groups=groups, written=False)
         chosen = any(value is not None for value in (n_splits, strategy, seed))
         return _build_folds(config, workspace, settings, chosen=chosen)
 
@@ -393,16 +458,18 @@ def _build_folds(
         group_column=group_by,
         together_column=settings.group,
         unseen_fraction=settings.unseen_fraction,
+        unseen_group_fraction=settings.unseen_group_fraction,
     )
     folds = pd.DataFrame({id_column: train[id_column], label_column: train[label_column], FOLD_COLUMN: fold})
     write_csv(workspace.folds_path, folds)
     write_manifest(workspace.folds_path, folds_inputs(config, workspace, settings), rows=len(folds),
                    chosen_by_options=chosen)
-    return _result(workspace, settings, folds, label_column, written=True)
+    groups = None if settings.group is None else train[settings.group].to_numpy()
+    return _result(workspace, settings, folds, label_column, groups=groups, written=True)
 
 
 def _result(workspace: Workspace, settings: FoldSettings, folds: pd.DataFrame, label_column: str, *,
-            written: bool) -> FoldsResult:
+            groups: np.ndarray | None, written: bool) -> FoldsResult:
     return FoldsResult(
         path=workspace.folds_path,
         strategy=settings.strategy,
@@ -412,6 +479,8 @@ def _result(workspace: Workspace, settings: FoldSettings, folds: pd.DataFrame, l
         summary=summarize_folds(folds, label_column=label_column),
         unseen_fraction=settings.unseen_fraction,
         written=written,
+        unseen_group_share=None if groups is None else unseen_group_share(
+            folds[FOLD_COLUMN].to_numpy(), folds[label_column].to_numpy(), groups),
     )
 
 

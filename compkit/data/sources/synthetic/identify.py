@@ -158,8 +158,9 @@ def _write_images(
     new_encounter_rate: float,
     image_size: int,
     taken: set[str],
-) -> list[tuple[str, int]]:
-    """Write ``counts[i]`` photos of individual i into ``folder``; return (image name, individual index) pairs.
+) -> list[tuple[str, int, int]]:
+    """Write ``counts[i]`` photos of individual i into ``folder``; return (image name, individual index,
+    encounter index) triples, the encounter's index in the individual's list of encounters.
 
     A photo comes from one of the individual's past ``encounters`` or, at ``new_encounter_rate``, from a new one
     (appended), so that like on Happywhale several photos of an individual often share a day's sea and light.
@@ -175,7 +176,7 @@ def _write_images(
             photo = _render_photo(rng, species, sprite, encounter, image_size)
             name = unique_hex_ids(rng, 1, n_chars=14, taken=taken)[0] + ".jpg"
             (folder / name).write_bytes(encode_jpeg(photo, quality=int(rng.integers(70, 96))))
-            written.append((name, index))
+            written.append((name, index, known.index(encounter)))
     return written
 
 
@@ -221,17 +222,19 @@ def generate_identify(out_dir: Path, *, seed: int, n_train_groups: int, n_test_g
     answers = individual_ids[:n_train_groups] + [NEW_INDIVIDUAL] * n_test_groups
     train_frame = pd.DataFrame(
         {
-            "image": [name for name, _ in train],
-            "species": [raw_species[i] for _, i in train],
-            "individual_id": [individual_ids[i] for _, i in train],
+            "image": [name for name, _, _ in train],
+            "species": [raw_species[i] for _, i, _ in train],
+            "individual_id": [individual_ids[i] for _, i, _ in train],
+            # the outing a photo was taken on, numbered in order of appearance (the test photos' are hidden)
+            "encounter": [f"e{n:04d}" for n in pd.factorize(pd.Series([(i, e) for _, i, e in train]))[0]],
         }
     )
     train_frame.sort_values("image").to_csv(out_dir / "train.csv", index=False)
     solution = pd.DataFrame(
         {
-            "image": [name for name, _ in test],
-            "individual_id": [answers[i] for _, i in test],
-            "species": [raw_species[i] for _, i in test],
+            "image": [name for name, _, _ in test],
+            "individual_id": [answers[i] for _, i, _ in test],
+            "species": [raw_species[i] for _, i, _ in test],
         }
     ).sort_values("image")
     solution.to_csv(out_dir / "solution.csv", index=False)
