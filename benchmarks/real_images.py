@@ -388,6 +388,13 @@ def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[
             results.append((slug, name, report.oof_scores.get(name), report.test_scores.get(name)))
         if report.by_kind:
             print_by_kind(config, report.by_kind)
+        if "ensemble" in report.cross_fitted_scores:
+            print(f"{slug} ensemble OOF cross-fitted (weights tuned on the other folds): "
+                  f"{report.cross_fitted_scores['ensemble']:.4f}", flush=True)
+        if report.ensemble_margin is not None:
+            margin = report.ensemble_margin
+            print(f"{slug} test: ensemble - best single model ({margin.b}) = {margin.difference:+.4f}, standard "
+                  f"error {margin.standard_error:.4f} (paired over {margin.n_rows} rows)", flush=True)
         oof, test = trivial_scores(config, workspace)
         baseline = "self only (trivial)" if config.task == "match" else "all new_individual (trivial)"
         results.append((slug, baseline, oof, test))

@@ -11,7 +11,7 @@ from compkit.ensemble.weights import read_tuned_ensemble
 from compkit.errors import ParameterError
 from compkit.oof_gap import GapRow, gap_rows
 from compkit.progress import NO_PROGRESS, Progress
-from compkit.scoring import score_submission
+from compkit.scoring import Difference, paired_difference, score_submission
 from compkit.stages import ENSEMBLE_SELECT, RunOptions, pipeline_stages
 from compkit.tuning.tuned import load_tuned
 from compkit.workspace import Workspace, damaged_outputs, set_aside
@@ -25,7 +25,10 @@ class PipelineReport:
 
     stages: list[tuple[str, str]] = field(default_factory=list)
     oof_scores: dict[str, float] = field(default_factory=dict)
+    cross_fitted_scores: dict[str, float] = field(default_factory=dict)  # the ensemble's, tuned out of sample
     test_scores: dict[str, float] = field(default_factory=dict)
+    test_errors: dict[str, float] = field(default_factory=dict)  # each test score's standard error over rows
+    ensemble_margin: Difference | None = None  # test: the ensemble minus the best single model, paired
     ensemble: Path | None = None
     by_kind: list[GapRow] = field(default_factory=list)  # identify: scores on seen and new_individual queries
     set_aside: list[tuple[Path, str]] = field(default_factory=list)  # damaged files found by `verify`
@@ -72,22 +75,37 @@ def run_pipeline(
         outcome = FRESH if stage.state().fresh else stage.make(options)
         report.stages.append((stage.name, outcome))
         on_stage(stage.name, outcome)
-    report.oof_scores = _oof_scores(config, workspace)
+    report.oof_scores, report.cross_fitted_scores = _oof_scores(config, workspace)
     if len(config.models) >= 2:
         report.ensemble = workspace.submission_csv("ensemble")
     if config.data.solution and (workspace.data_dir / config.data.solution).is_file():
         names = [m.name for m in config.models] + (["ensemble"] if report.ensemble else [])
-        report.test_scores = {name: score_submission(config, workspace, workspace.submission_csv(name)).score
-                              for name in names}
+        results = {name: score_submission(config, workspace, workspace.submission_csv(name)) for name in names}
+        report.test_scores = {name: result.score for name, result in results.items()}
+        report.test_errors = {name: result.standard_error for name, result in results.items()}
+        report.ensemble_margin = _ensemble_margin(results)
     if config.task == "identify":
         report.by_kind = gap_rows(config, workspace, [m.name for m in config.models], ensemble_csv=report.ensemble)
     return report
 
 
-def _oof_scores(config: CompetitionConfig, workspace: Workspace) -> dict[str, float]:
-    """Return each model's tuned OOF score and the tuned ensemble's, as their files record them."""
+def _ensemble_margin(results: dict) -> Difference | None:
+    """Return the ensemble's test score minus the best single model's, with its paired standard error."""
+    singles = {name: result for name, result in results.items() if name != "ensemble"}
+    if "ensemble" not in results or not singles:
+        return None
+    best = max(singles, key=lambda name: singles[name].score)
+    return paired_difference("ensemble", results["ensemble"], best, singles[best])
+
+
+def _oof_scores(config: CompetitionConfig, workspace: Workspace) -> tuple[dict[str, float], dict[str, float]]:
+    """Return each model's tuned OOF score and the tuned ensemble's, as their files record them, and the
+    ensemble's cross-fitted OOF score where its file has one."""
     scores = {m.name: load_tuned(workspace.tuned_params(m.name)).oof_score for m in config.models}
     tuned = read_tuned_ensemble(config, workspace, list(scores)) if len(scores) >= 2 else None
+    cross_fitted = {}
     if tuned is not None:
         scores["ensemble"] = tuned.score
-    return scores
+        if tuned.cross_fitted_score is not None:
+            cross_fitted["ensemble"] = tuned.cross_fitted_score
+    return scores, cross_fitted

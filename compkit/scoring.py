@@ -30,6 +30,39 @@ class ScoreResult:
     ids: np.ndarray
     row_scores: np.ndarray
 
+    @property
+    def standard_error(self) -> float:
+        """The score's standard error over rows (the rows' sample standard deviation / sqrt(rows)); 0 for one row."""
+        return _standard_error(self.row_scores)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`a - b` of two submissions scored on the same solution, with its paired standard error over rows."""
+
+    a: str
+    b: str
+    difference: float
+    standard_error: float
+    n_rows: int
+
+
+def paired_difference(a: str, a_result: ScoreResult, b: str, b_result: ScoreResult) -> Difference:
+    """Return the score difference `a - b` and its standard error, pairing each solution row's two scores.
+
+    Pairing removes what the rows share (an easy row is easy for both), so the error is that of the difference,
+    far smaller than either score's own when the submissions agree on most rows.
+    """
+    if not np.array_equal(a_result.ids, b_result.ids):
+        raise ValueError(f"{a} and {b} were not scored on the same solution rows")
+    per_row = np.asarray(a_result.row_scores, dtype=np.float64) - np.asarray(b_result.row_scores, dtype=np.float64)
+    return Difference(a, b, float(per_row.mean()), _standard_error(per_row), len(per_row))
+
+
+def _standard_error(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
 
 def score_submission(
     config: CompetitionConfig, workspace: Workspace, submission_path: Path, *, solution_path: Path | None = None

@@ -335,16 +335,21 @@ def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace, verify
             return "stale", f"tuned for other models ({', '.join(stored.get('models') or [])})"
         state = artifact_state(path, ensemble_inputs(workspace, models, stored.get("method", "")), verify=verify)
         if state[0] == "fresh" and isinstance(stored.get("ensemble_oof_score"), float):
+            cross = stored.get("cross_fitted_oof_score")
             return "fresh", (f"OOF {stored['ensemble_oof_score']:.4f} ({stored.get('select')}-tuned "
-                             f"{stored.get('method')})")
+                             f"{stored.get('method')}" + ("" if cross is None else f", cross-fitted {cross:.4f}") + ")")
         return state
 
     def make(options: RunOptions) -> str:
         tuned = tune_ensemble(config, workspace, models, select=options.select, storage=options.storage,
                               progress=options.progress)
-        return f"{tuned.select}-tuned weights, OOF {tuned.score:.6f}"
+        return f"{tuned.select}-tuned weights, OOF {tuned.score:.6f}{_cross_fitted(tuned.cross_fitted_score)}"
 
     return Stage("tune ensemble", path, judge, make)
+
+
+def _cross_fitted(score: float | None) -> str:
+    return "" if score is None else f" (cross-fitted {score:.6f})"
 
 
 def _final_stage(config: CompetitionConfig, workspace: Workspace, verify: bool = False) -> Stage:

@@ -17,7 +17,14 @@ from compkit.data.folds import build_folds
 from compkit.ensemble.ballots import MatchVotes, RankVotes
 from compkit.ensemble.objective import RankMAP, VoteF1
 from compkit.ensemble.vote import ensemble, load_inputs, rank_votes, vote_matches
-from compkit.ensemble.weights import greedy_selection, oof_truth, optuna_selection, read_tuned_ensemble, tune_ensemble
+from compkit.ensemble.weights import (
+    cross_fitted_score,
+    greedy_selection,
+    oof_truth,
+    optuna_selection,
+    read_tuned_ensemble,
+    tune_ensemble,
+)
 from compkit.errors import DataError, StaleArtifactError
 from compkit.metrics import map_at_5, mean_row_f1
 from compkit.workspace import Workspace
@@ -103,6 +110,73 @@ def test_rank_objective_is_the_map_of_the_written_vote_ties_included(tmp_path):
     objective = RankMAP(RankVotes.from_submissions(submissions), truth)
     for weights in [np.ones(4), np.array([1.0, 2, 1, 2]), np.array([0.0, 1, 0, 0]), *rng.random((10, 4))]:
         assert objective.score(weights) == pytest.approx(map_at_5(truth, rank_votes(submissions, weights)), abs=1e-12)
+
+
+def test_both_objectives_score_a_subset_of_rows_as_the_mean_of_its_row_scores(tmp_path):
+    rng = np.random.default_rng(8)
+    _, groups, submissions = complementary_match_inputs(tmp_path)
+    vote = VoteF1(MatchVotes.from_submissions(submissions), groups)
+    rows = rng.random(len(groups)) < 0.4
+    weights = np.array([1.0, 0.5, 0.2])
+    assert vote.score(weights, 0.3, rows) == pytest.approx(vote.row_scores(weights, 0.3)[rows].mean(), abs=1e-12)
+    score, threshold = vote.best(weights, rows)
+    assert score == pytest.approx(vote.score(weights, threshold, rows), abs=1e-12)
+    assert score >= max(vote.score(weights, level, rows) for level in vote.votes.vote_levels(weights))
+    ids, truth = identify_rows(tmp_path, rng)
+    rank = RankMAP(RankVotes.from_submissions(ids), truth)
+    rows = rng.random(len(truth)) < 0.4
+    assert rank.score(weights[:2], rows=rows) == pytest.approx(rank.row_scores(weights[:2])[rows].mean(), abs=1e-12)
+
+
+def identify_rows(tmp_path, rng, n_rows=120):
+    """Return (two identify submissions of random lists, a random truth)."""
+    ids = [f"i{n}.jpg" for n in range(n_rows)]
+    pool = [f"w{n}" for n in range(10)] + ["new_individual"]
+    paths = [write(tmp_path, f"r{k}", pd.DataFrame({"image": ids, "predictions": [
+        " ".join(rng.choice(pool, size=rng.integers(1, 6), replace=False)) for _ in ids]})) for k in range(2)]
+    return load_inputs(IDENTIFY, paths, expected_ids=ids), rng.choice(pool, size=n_rows)
+
+
+def test_cross_fitted_score_scores_each_fold_at_weights_tuned_on_the_other_folds(tmp_path):
+    # m0 lists the truth first on fold 0's rows and five wrong ids on fold 1's; m1 the reverse. Tuned on all
+    # rows the ensemble scores at least a single model's 0.5; tuned on one fold it picks that fold's model
+    # alone, whose five wrong ids push the truth out of the other fold's top 5: out of sample it scores 0.
+    ids = [f"i{n}.jpg" for n in range(100)]
+    folds = np.arange(100) % 2
+    truth = np.array([f"w{n}" for n in range(100)], dtype=object)
+    def lists(model: int) -> list[str]:
+        return [f"w{n} a{model}{n}" if fold == model else " ".join(f"{c}{model}.{n}" for c in "abcde")
+                for n, fold in enumerate(folds)]
+
+    paths = [write(tmp_path, f"m{m}", pd.DataFrame({"image": ids, "predictions": lists(m)})) for m in (0, 1)]
+    objective = RankMAP(RankVotes.from_submissions(load_inputs(IDENTIFY, paths, expected_ids=ids)), truth)
+    weights, threshold, _ = greedy_selection(objective, 2, rounds=3)
+    assert objective.score(weights) >= 0.5
+    assert cross_fitted_score(objective, folds, ["m0", "m1"], task="identify", select="greedy", trials=1,
+                              rounds=3) == 0.0
+
+
+@pytest.mark.parametrize("select", ["greedy", "optuna"])
+def test_cross_fitted_score_is_the_tuned_score_when_every_fold_holds_the_same_rows(tmp_path, select):
+    (tmp_path / "once").mkdir()
+    _, groups, submissions = complementary_match_inputs(tmp_path / "once")
+    twice = np.concatenate([groups, groups + groups.max() + 1])  # a second copy of every row, in other groups
+    ids = np.array([f"p{i}" for i in range(len(twice))], dtype=object)
+    rows = [[*s.indices[s.indptr[r]:s.indptr[r + 1]]] for s in submissions for r in range(len(groups))]
+    paths = []
+    for k, name in enumerate(MODELS):
+        own = rows[k * len(groups):(k + 1) * len(groups)]
+        copied = own + [[j + len(groups) for j in row] for row in own]
+        paths.append(write(tmp_path, name, match_frame(ids, copied)))
+    objective = VoteF1(MatchVotes.from_submissions(load_inputs(MATCH, paths, expected_ids=ids)), twice)
+    folds = np.repeat([0, 1], len(groups))
+    if select == "greedy":
+        weights, threshold, _ = greedy_selection(objective, 3, rounds=5)
+    else:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+        weights, threshold, _ = optuna_selection(objective, MODELS, study, task="match", trials=15)
+    held_out = cross_fitted_score(objective, folds, MODELS, task="match", select=select, trials=15, rounds=5)
+    assert held_out == pytest.approx(objective.score(weights, threshold), abs=1e-12)
 
 
 def test_greedy_and_optuna_beat_every_single_model_on_complementary_models(tmp_path):
@@ -221,6 +295,8 @@ def test_tuned_weights_are_saved_applied_by_ensemble_and_refused_once_an_oof_csv
     stored = json.loads(workspace.tuned_ensemble.read_text())
     assert stored["weights"] == list(tuned.weights) and stored["vote_threshold"] == tuned.vote_threshold
     assert stored["ensemble_oof_score"] == tuned.score >= max(stored["oof_scores"].values())
+    assert stored["cross_fitted_oof_score"] == tuned.cross_fitted_score <= tuned.score
+    assert read_tuned_ensemble(config, workspace, list(MODELS)).cross_fitted_score == tuned.cross_fitted_score
     assert set(stored["oof_sha256"]) == set(MODELS)
 
     result = invoke("ensemble", "-c", folder, "--workspace", tmp_path / "work")

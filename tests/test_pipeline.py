@@ -6,6 +6,7 @@ import hashlib
 import re
 from pathlib import Path
 
+import pytest
 from test_cli_pipeline import invoke, tiny_competition
 
 from compkit.config import load_config
@@ -68,6 +69,23 @@ def test_run_says_stage_by_stage_that_a_fresh_workspace_needs_nothing(tuned_work
     assert second.exit_code == 0, second.output
     assert "data: fresh, skipped" in second.output and "tune ensemble: fresh, skipped" in second.output
     assert "nothing to do: every stage is fresh" in second.output
+    assert "test SE" in second.output and "test: ensemble - best single model (" in second.output
+    assert "cross-fitted" in second.output
+    assert re.search(r"ensemble\s+│\s+\d\.\d{6}\s+│\s+\d\.\d{6}\s+│", second.output), second.output
+
+
+def test_run_scores_the_ensemble_against_its_best_single_model_on_test(tuned_workspace):
+    folder, base = tuned_workspace
+    config = load_config(str(folder))
+    report = run_pipeline(config, Workspace.for_competition(config.slug, base), trials=3)
+    singles = {name: score for name, score in report.test_scores.items() if name != "ensemble"}
+    best = max(singles, key=singles.get)
+    margin = report.ensemble_margin
+    assert (margin.a, margin.b) == ("ensemble", best)
+    assert margin.difference == pytest.approx(report.test_scores["ensemble"] - singles[best], abs=1e-12)
+    assert report.test_errors[best] > 0 and margin.standard_error >= 0
+    assert 0 < report.cross_fitted_scores["ensemble"] <= report.oof_scores["ensemble"]
+    assert margin.n_rows == len((base / config.slug / "data" / config.data.solution).read_text().splitlines()) - 1
 
 
 def test_train_all_folds_follows_the_folds_artifact_not_the_config(tmp_path):

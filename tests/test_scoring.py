@@ -2,7 +2,7 @@ import pytest
 
 from compkit.config import parse_config
 from compkit.errors import DataError
-from compkit.scoring import score_submission
+from compkit.scoring import paired_difference, score_submission
 from compkit.workspace import Workspace
 
 MATCH_CONFIG = parse_config(
@@ -69,6 +69,21 @@ def test_identify_score_is_the_hand_computed_map_at_5(workspace, tmp_path):
     result = score_submission(IDENTIFY_CONFIG, workspace, submission, solution_path=solution)
     assert result.metric == "map_at_5"
     assert result.score == pytest.approx((1 / 2 + 1 / 3 + 0) / 3, abs=1e-12)
+
+
+def test_standard_error_and_paired_difference_are_the_hand_computed_ones(workspace, tmp_path):
+    (workspace.data_dir / "solution.csv").write_text("posting_id,label_group\np1,A\np2,A\np3,B\np4,C\n")
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("posting_id,matches\np1,p1 p2\np2,p1 p2\np3,p3\np4,p4\n")  # rows 1, 1, 1, 1
+    bad.write_text("posting_id,matches\np1,p1\np2,p2\np3,p3\np4,p4\n")  # rows 2/3, 2/3, 1, 1
+    a, b = score_submission(MATCH_CONFIG, workspace, good), score_submission(MATCH_CONFIG, workspace, bad)
+    assert a.standard_error == 0.0
+    # bad's rows: mean 5/6, sample variance ((1/6)^2 * 4) / 3 = 1/27, so the error is sqrt(1/27 / 4).
+    assert b.standard_error == pytest.approx((1 / 27 / 4) ** 0.5, abs=1e-12)
+    difference = paired_difference("good", a, "bad", b)
+    assert difference.difference == pytest.approx(1 / 6, abs=1e-12)
+    assert difference.standard_error == pytest.approx(b.standard_error, abs=1e-12)  # a's rows are constant
+    assert difference.n_rows == 4
 
 
 def test_invalid_submission_is_refused_before_scoring_and_named(workspace, tmp_path):

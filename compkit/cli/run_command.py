@@ -117,11 +117,19 @@ def run(
     for path, reason in report.set_aside:
         stderr.print(f"[yellow]damaged:[/] {escape(reason)}; set aside as {escape(path.name)} and made again",
                      highlight=False)
-    table = Table("model", "OOF score (tuned)", "test score", "OOF - test", title=f"{config.slug}: scores")
+    table = Table("model", "OOF score (tuned)", "OOF cross-fitted", "test score", "test SE", "OOF - test",
+                  title=f"{config.slug}: scores")
     names = [name for name in report.oof_scores if name != "ensemble"]
     for name in names + (["ensemble"] if report.ensemble is not None else []):
-        table.add_row(name, *_score_cells(report.oof_scores.get(name), report.test_scores.get(name)))
+        oof, test, gap = _score_cells(report.oof_scores.get(name), report.test_scores.get(name))
+        cross, error = report.cross_fitted_scores.get(name), report.test_errors.get(name)
+        table.add_row(name, oof, "-" if cross is None else f"{cross:.6f}", test,
+                      "-" if error is None else f"{error:.4f}", gap)
     stdout.print(table)
+    margin = report.ensemble_margin
+    if margin is not None:
+        stdout.print(f"test: {margin.a} - best single model ({margin.b}) = {margin.difference:+.4f}, standard error "
+                     f"{margin.standard_error:.4f} (paired over {margin.n_rows} rows)", highlight=False)
     kinds = _kind_table(config, report.by_kind)
     if kinds is not None:
         stdout.print(kinds)

@@ -90,6 +90,8 @@ class FinalCSV:
         weights = ", ".join(f"{weight:.3g}" for weight in self.weights)
         origin = f"{self.tuned.select}-tuned weights" if self.tuned is not None else "weights given"
         score = f", OOF {self.oof_scores[ENSEMBLE]:.6f}" if ENSEMBLE in self.oof_scores else ""
+        if self.tuned is not None and self.tuned.cross_fitted_score is not None:
+            score += f" (cross-fitted {self.tuned.cross_fitted_score:.6f})"
         return (f"{self.method} of {len(self.models)} models, {origin} ({weights}){score}"
                 + (" (fresh, reused)" if self.reused else ""))
 

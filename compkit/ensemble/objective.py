@@ -1,7 +1,9 @@
 """The OOF score of a weighted ensemble as a function of its weights (and vote threshold), fast enough to tune.
 
 Both objectives score exactly the lists that `compkit.ensemble.vote` writes for the same weights (they share
-`compkit.ensemble.ballots`), with the competitions' metrics: mean row-F1 (match) and MAP@5 (identify).
+`compkit.ensemble.ballots`), with the competitions' metrics: mean row-F1 (match) and MAP@5 (identify). Both
+metrics are means over rows, so either can score a subset of the rows (`rows`): the cross-fitted score tunes
+on some folds' rows and scores the others'.
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ class VoteF1:
         sizes = self.group_sizes if kept.ndim == 1 else self.group_sizes[:, None]
         return 2.0 * hits / (sizes + predicted)
 
-    def score(self, weights: np.ndarray, vote_threshold: float | None) -> float:
-        return float(self.row_scores(weights, vote_threshold).mean())
+    def score(self, weights: np.ndarray, vote_threshold: float | None, rows: np.ndarray | None = None) -> float:
+        """Return the mean row-F1, over `rows` (a boolean mask) when given."""
+        return float(_over(self.row_scores(weights, vote_threshold), rows).mean())
 
-    def best(self, weights: np.ndarray) -> tuple[float, float]:
+    def best(self, weights: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, float]:
         """Return (score, vote threshold): the best of the thresholds at which the kept pairs change."""
         # 1.0 as well: when no pair has every vote, it keeps each posting alone.
         levels = np.unique(np.append(np.minimum(self.votes.vote_levels(weights), 1.0), 1.0))
         if len(levels) > MAX_VOTE_LEVELS:
             levels = levels[np.unique(np.linspace(0, len(levels) - 1, MAX_VOTE_LEVELS).round().astype(np.int64))]
-        scores = self.row_scores(weights, levels).mean(axis=0)
+        scores = _over(self.row_scores(weights, levels), rows).mean(axis=0)
         best = int(np.argmax(scores))
         return float(scores[best]), float(levels[best])
 
@@ -69,7 +72,8 @@ class RankMAP:
         self.truth_code = votes.code_of(truth)
         self.truth_candidate = votes.candidate_of(rows, self.truth_code)
 
-    def row_scores(self, weights: np.ndarray) -> np.ndarray:
+    def row_scores(self, weights: np.ndarray, vote_threshold: float | None = None) -> np.ndarray:
+        """Return each row's average precision at 5 (a rank vote has no threshold: `vote_threshold` is unused)."""
         votes = self.votes
         scores = votes.scores(weights)
         ranked = self.truth_candidate >= 0
@@ -78,9 +82,15 @@ class RankMAP:
         rank = 1.0 + np.bincount(votes.rows, weights=ahead, minlength=votes.n_rows)
         return np.where(ranked & (rank <= self.top), 1.0 / rank, 0.0)
 
-    def score(self, weights: np.ndarray, vote_threshold: float | None = None) -> float:
-        return float(self.row_scores(weights).mean())
+    def score(self, weights: np.ndarray, vote_threshold: float | None = None, rows: np.ndarray | None = None) -> float:
+        """Return MAP@5, over `rows` (a boolean mask) when given."""
+        return float(_over(self.row_scores(weights), rows).mean())
 
-    def best(self, weights: np.ndarray) -> tuple[float, None]:
+    def best(self, weights: np.ndarray, rows: np.ndarray | None = None) -> tuple[float, None]:
         """Return (score, None): a rank vote has no threshold to choose."""
-        return self.score(weights), None
+        return self.score(weights, rows=rows), None
+
+
+def _over(row_scores: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """Return the row scores of the rows `rows` keeps (all of them when it is None)."""
+    return row_scores if rows is None else row_scores[rows]

@@ -5,7 +5,8 @@ training row. They are validated against the training ids and scored against the
 groups (match), or individual ids with `new_individual` where no other fold holds the individual (identify,
 the truth the per-model tuning uses). The tuned weights, vote threshold and scores go to
 tuning/ensemble.json with a manifest of the OOF CSVs' hashes: `compkit ensemble` applies them while fresh
-and refuses them once an OOF CSV changed.
+and refuses them once an OOF CSV changed. Beside the tuned OOF score (that of the weights chosen on those very
+rows) it records the cross-fitted one, each fold's rows scored at weights tuned on the other folds.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class TunedEnsemble:
     metric: str
     path: Path
     choice: TuningChoice | None = field(default=None, compare=False)  # set by a tuning that met a fresh one
+    cross_fitted_score: float | None = None  # each fold's rows scored at weights tuned on the other folds' rows
 
     def ensemble_options(self) -> dict:
         """Return the keyword arguments of `compkit.ensemble.ensemble` that apply these weights."""
@@ -161,11 +163,16 @@ def tune_ensemble(
             _record_history(config, workspace, tuned, inputs, detail, kept_score=previous.score)
             return dataclasses.replace(previous, choice=choice)
         tuned = dataclasses.replace(tuned, choice=choice)
+    folds = load_folds(config, workspace)[FOLD_COLUMN].to_numpy()
+    tuned = dataclasses.replace(tuned, cross_fitted_score=cross_fitted_score(
+        objective, folds, models, task=config.task, select=select, trials=trials, rounds=rounds, seed=seed,
+        progress=progress))
     _record_history(config, workspace, tuned, inputs, detail)
     write_json(tuned.path, {
         "method": method, "select": select, "models": models, "weights": list(tuned.weights),
         "vote_threshold": threshold, "oof_scores": model_scores, "ensemble_oof_score": tuned.score,
-        "metric": tuned.metric, "oof_sha256": inputs["oof"], **detail,
+        "metric": tuned.metric, "cross_fitted_oof_score": tuned.cross_fitted_score, "oof_sha256": inputs["oof"],
+        **detail,
     })
     write_manifest(tuned.path, inputs)
     return tuned
@@ -203,7 +210,8 @@ def _model_scores(config: CompetitionConfig, submissions, truth: np.ndarray) -> 
 
 
 def greedy_selection(
-    objective: VoteF1 | RankMAP, n_inputs: int, *, rounds: int, progress: Progress = NO_PROGRESS
+    objective: VoteF1 | RankMAP, n_inputs: int, *, rounds: int, progress: Progress = NO_PROGRESS,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float | None, dict]:
     """Return (weights, vote threshold, detail) of Caruana's forward selection with replacement.
 
@@ -214,16 +222,16 @@ def greedy_selection(
     """
     task = progress.task("ensemble: greedy selection", total=rounds)
     one_vote = np.eye(n_inputs)
-    single_scores = [objective.best(one_vote[i])[0] for i in range(n_inputs)]
+    single_scores = [objective.best(one_vote[i], rows)[0] for i in range(n_inputs)]
     by_score = np.argsort(single_scores, kind="stable")[::-1]
     starts = [one_vote[by_score[: n + 1]].sum(axis=0) for n in range(n_inputs)]
-    start_scores = [objective.best(counts) for counts in starts]
+    start_scores = [objective.best(counts, rows) for counts in starts]
     first = max(range(n_inputs), key=lambda n: start_scores[n][0])  # the fewest of equals
     counts = starts[first]
     best: tuple[float, np.ndarray, float | None] = (start_scores[first][0], counts, start_scores[first][1])
     trajectory = []
     for _ in range(rounds):
-        tried = [objective.best(counts + one_vote[i]) for i in range(n_inputs)]
+        tried = [objective.best(counts + one_vote[i], rows) for i in range(n_inputs)]
         chosen = max(range(n_inputs), key=lambda i: tried[i][0])  # the first of equals
         counts = counts + one_vote[chosen]
         score, threshold = tried[chosen]
@@ -238,12 +246,13 @@ def greedy_selection(
 
 def optuna_selection(
     objective: VoteF1 | RankMAP, models: Sequence[str], study, *, task: str, trials: int,
-    progress: Progress = NO_PROGRESS,
+    progress: Progress = NO_PROGRESS, rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float | None, dict]:
     """Return (weights, vote threshold, detail) of the study's best trial once it holds `trials` COMPLETE
     trials in all (the study's total, shared by every process that tunes it: `compkit.tuning.budget`).
 
     A new study first tries equal weights and each model alone, so the best is never below the best model.
+    With `rows` (a boolean mask over the OOF rows), trials are scored on those rows only.
     """
     names = [f"weight_{model}" for model in models]
     if not study.trials:
@@ -256,12 +265,40 @@ def optuna_selection(
     def score(trial) -> float:
         weights = np.array([trial.suggest_float(name, 0.0, 1.0) for name in names])
         threshold = trial.suggest_float("vote_threshold", *VOTE_THRESHOLD_RANGE) if task == "match" else None
-        return objective.score(weights, threshold) if weights.any() else 0.0
+        return objective.score(weights, threshold, rows) if weights.any() else 0.0
 
     optimize_to_total(study, score, total=trials, on_complete=lambda: bar.advance(1))
     params = study.best_params
     weights = np.array([params[name] for name in names])
     return weights, params.get("vote_threshold"), {"study": study.study_name, "n_trials": complete_trials(study)}
+
+
+def cross_fitted_score(
+    objective: VoteF1 | RankMAP, folds: np.ndarray, models: Sequence[str], *, task: str, select: str, trials: int,
+    rounds: int, seed: int = 0, progress: Progress = NO_PROGRESS,
+) -> float:
+    """Return the ensemble's OOF score with its weights tuned out of sample: each fold's rows scored at the
+    weights (and vote threshold) tuned, the same way, on the other folds' rows only.
+
+    The tuned OOF score is the best of many weight vectors on the rows that chose it, so it runs high; this
+    one has no such selection in it, which makes it the estimate of the test score. Each fold's study is in
+    memory (seeded `seed`): a few seconds, redone whole if interrupted.
+    """
+    import optuna
+
+    held_out = np.zeros(len(folds), dtype=np.float64)
+    bar = progress.task("ensemble: cross-fitting, one tuning per fold", total=len(np.unique(folds)))
+    for fold in np.unique(folds):
+        tuning_rows = folds != fold
+        if select == "greedy":
+            weights, threshold, _ = greedy_selection(objective, len(models), rounds=rounds, rows=tuning_rows)
+        else:
+            study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+            weights, threshold, _ = optuna_selection(objective, models, study, task=task, trials=trials,
+                                                     rows=tuning_rows)
+        held_out[~tuning_rows] = objective.row_scores(weights, threshold)[~tuning_rows]
+        bar.advance(1)
+    return float(held_out.mean())
 
 
 def ensemble_inputs(workspace: Workspace, models: Sequence[str], method: str) -> dict:
@@ -287,7 +324,7 @@ def read_tuned_ensemble(config: CompetitionConfig, workspace: Workspace, models:
         raise StaleArtifactError(f"{path}: stale, {what} {hint}")
     return TunedEnsemble(stored["method"], stored["select"], tuple(stored["models"]), tuple(stored["weights"]),
                          stored["vote_threshold"], stored["oof_scores"], stored["ensemble_oof_score"],
-                         stored["metric"], path)
+                         stored["metric"], path, cross_fitted_score=stored.get("cross_fitted_oof_score"))
 
 
 def fresh_or_tuned(
