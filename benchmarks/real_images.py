@@ -369,8 +369,9 @@ def trivial_scores(config, workspace) -> tuple[float, float]:
 
 
 def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[str] | None, trials: int,
-        jobs: int, epochs: int | None = None) -> list[tuple[str, str, float | None, float | None]]:
-    """Fetch each built competition with --source local, run compkit's pipeline; return (slug, model, OOF, test)."""
+        jobs: int, epochs: int | None = None) -> list[tuple[str, str, float | None, float | None, float | None]]:
+    """Fetch each built competition with --source local, run compkit's pipeline; return (slug, model, OOF, test,
+    test's standard error)."""
     from compkit.data.fetch import fetch_competition
     from compkit.pipeline import run_pipeline
     from compkit.workspace import Workspace
@@ -385,7 +386,8 @@ def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[
                               on_stage=lambda stage, outcome, slug=slug: print(f"{slug} {stage}: {outcome}",
                                                                               flush=True))
         for name in [m.name for m in config.models] + (["ensemble"] if report.ensemble else []):
-            results.append((slug, name, report.oof_scores.get(name), report.test_scores.get(name)))
+            results.append((slug, name, report.oof_scores.get(name), report.test_scores.get(name),
+                            report.test_errors.get(name)))
         if report.by_kind:
             print_by_kind(config, report.by_kind)
         if "ensemble" in report.cross_fitted_scores:
@@ -397,7 +399,7 @@ def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[
                   f"error {margin.standard_error:.4f} (paired over {margin.n_rows} rows)", flush=True)
         oof, test = trivial_scores(config, workspace)
         baseline = "self only (trivial)" if config.task == "match" else "all new_individual (trivial)"
-        results.append((slug, baseline, oof, test))
+        results.append((slug, baseline, oof, test, None))
     return results
 
 
@@ -426,11 +428,11 @@ def print_by_kind(config, rows) -> None:
 
 def print_table(results) -> None:
     """Print the scores as a Markdown table on stdout."""
-    print("| competition | model | OOF (tuned) | test |\n|---|---|---|---|")
-    for slug, name, oof, test in results:
+    print("| competition | model | OOF (tuned) | test | test SE |\n|---|---|---|---|---|")
+    for slug, name, oof, test, error in results:
         metric = "F1" if slug == MATCH_SLUG else "MAP@5"
-        cells = ["-" if value is None else f"{value:.4f}" for value in (oof, test)]
-        print(f"| {slug} ({metric}) | {name} | {cells[0]} | {cells[1]} |")
+        cells = ["-" if value is None else f"{value:.4f}" for value in (oof, test, error)]
+        print(f"| {slug} ({metric}) | {name} | {' | '.join(cells)} |")
 
 
 def _arguments() -> argparse.Namespace:

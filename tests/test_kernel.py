@@ -84,7 +84,7 @@ def test_kernel_push_sends_the_notebook_with_the_real_client_and_records_it(tune
     [row] = read_ledger(space).to_dict(orient="records")
     assert row["kind"] == "kernel" and row["status"] == "pushed" and row["ref"] == "1"
     assert row["file"] == KERNEL_ID and row["message"] == "offline kernel" and row["model"] == "ensemble"
-    assert float(row["cv_score"]) == pytest.approx(read_json(space.tuned_ensemble)["ensemble_oof_score"])
+    assert float(row["cv_score"]) == pytest.approx(read_json(space.tuned_ensemble)["cross_fitted_oof_score"])
 
 
 def test_kernel_push_refuses_while_kaggle_cannot_attach_the_datasets(tuned_workspace, kaggle_server,

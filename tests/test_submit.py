@@ -379,7 +379,7 @@ def test_run_with_submit_uploads_the_ensemble_at_the_end(tuned_workspace, kaggle
     assert submitted.content == space.submission_csv("ensemble").read_bytes()
     [row] = ledger_rows(space)
     assert row["model"] == "ensemble" and row["status"] == "complete" and row["public_score"] == "0.5"
-    assert float(row["cv_score"]) == pytest.approx(read_json(space.tuned_ensemble)["ensemble_oof_score"])
+    assert float(row["cv_score"]) == pytest.approx(read_json(space.tuned_ensemble)["cross_fitted_oof_score"])
     assert result.stdout.strip().splitlines()[-1] == "0.5"
     table = invoke("submissions", "-c", folder, "--workspace", base)
     assert "public - CV" in table.stdout

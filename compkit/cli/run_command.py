@@ -117,8 +117,8 @@ def run(
     for path, reason in report.set_aside:
         stderr.print(f"[yellow]damaged:[/] {escape(reason)}; set aside as {escape(path.name)} and made again",
                      highlight=False)
-    table = Table("model", "OOF score (tuned)", "OOF cross-fitted", "test score", "test SE", "OOF - test",
-                  title=f"{config.slug}: scores")
+    table = Table(Column("model", no_wrap=True), "OOF (tuned)", Column("OOF (cross-fitted)", min_width=14), "test",
+                  "test SE", "OOF - test", title=f"{config.slug}: scores")
     names = [name for name in report.oof_scores if name != "ensemble"]
     for name in names + (["ensemble"] if report.ensemble is not None else []):
         oof, test, gap = _score_cells(report.oof_scores.get(name), report.test_scores.get(name))

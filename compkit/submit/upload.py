@@ -166,7 +166,9 @@ def model_cv(workspace: Workspace, model: str) -> float | None:
 
 
 def ensemble_cv(config: CompetitionConfig, workspace: Workspace) -> float | None:
-    """Return the tuned ensemble's OOF score when submissions/ensemble.csv is fresh and made from its weights.
+    """Return the tuned ensemble's OOF score when submissions/ensemble.csv is fresh and made from its weights:
+    its cross-fitted score where tuning/ensemble.json has one (the estimate of a score on unseen rows, free
+    of the weights' selection on OOF), else its tuned one.
 
     The final CSV's judgement (`final_csv_state`) decides, so a CSV combined by hand (--weights, other CSVs),
     edited, or made from since-changed inputs gets no score.
@@ -175,7 +177,9 @@ def ensemble_cv(config: CompetitionConfig, workspace: Workspace) -> float | None
     if len(config.models) < 2 or not state.fresh or not state.tuned:
         return None
     tuned = read_tuned_ensemble(config, workspace, [m.name for m in config.models])
-    return tuned.score if tuned is not None else None
+    if tuned is None:
+        return None
+    return tuned.cross_fitted_score if tuned.cross_fitted_score is not None else tuned.score
 
 
 def submit(
