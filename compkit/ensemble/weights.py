@@ -286,6 +286,7 @@ def cross_fitted_score(
     """
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as open_study does: no line per trial
     held_out = np.zeros(len(folds), dtype=np.float64)
     bar = progress.task("ensemble: cross-fitting, one tuning per fold", total=len(np.unique(folds)))
     for fold in np.unique(folds):
