@@ -233,13 +233,18 @@ def test_a_group_column_never_crosses_folds_in_either_task():
         assert set(np.unique(folds)) == {0, 1, 2, 3}
 
 
+def encounter_folds(frame, **options) -> np.ndarray:
+    """Return 4 stratified folds (seed 0) that keep `frame`'s encounters whole, with the folds' warnings off."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
+                          together_column="encounter", **options)
+
+
 def test_unseen_fraction_with_a_group_keeps_both_promises():
     frame = happywhale_like_frame(2)
     frame["encounter"] = encounters(frame, seed=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        folds = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
-                           together_column="encounter", unseen_fraction=0.3)
+    folds = encounter_folds(frame, unseen_fraction=0.3)
     assert (frame.assign(fold=folds).groupby("encounter")["fold"].nunique() == 1).all()
     assert (folds_per_label(frame, folds).transform("nunique") == 1).mean() >= 0.28
 
@@ -250,10 +255,7 @@ def test_unseen_fraction_counts_the_individuals_a_group_already_keeps_in_one_fol
     rng = np.random.default_rng(5)
     own = rng.random(codes.max() + 1) < 0.3  # these individuals were photographed on one outing only
     frame["encounter"] = np.where(own[codes], codes * 10, codes * 10 + rng.integers(1, 4, len(frame)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        folds = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
-                           together_column="encounter", unseen_fraction=0.35)
+    folds = encounter_folds(frame, unseen_fraction=0.35)
     assert (frame.assign(fold=folds).groupby("encounter")["fold"].nunique() == 1).all()
     assert abs((folds_per_label(frame, folds).transform("nunique") == 1).mean() - 0.35) <= 0.02
 
@@ -324,12 +326,8 @@ def test_unseen_group_fraction_makes_that_share_of_seen_queries_miss_their_group
 
     frame = happywhale_like_frame(4)
     frame["encounter"] = outings(frame, seed=6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        whole = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
-                           together_column="encounter", unseen_fraction=0.25)
-        partly = make_folds(frame, strategy="stratified", n_splits=4, seed=0, label_column="label",
-                            together_column="encounter", unseen_fraction=0.25, unseen_group_fraction=fraction)
+    whole = encounter_folds(frame, unseen_fraction=0.25)
+    partly = encounter_folds(frame, unseen_fraction=0.25, unseen_group_fraction=fraction)
     labels, groups = frame["label"].to_numpy(), frame["encounter"].to_numpy()
     assert abs(unseen_group_share(partly, labels, groups) - fraction) <= 0.02
     assert unseen_group_share(whole, labels, groups) > 0.9  # every outing whole: no seen query meets its own
