@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One pytest worker per core (pytest-xdist), each test module on one worker (module fixtures: servers, reference
+# runs), and one intra-op thread per worker: torch's default of a thread per core in each worker oversubscribes.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check compkit tests benchmarks

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compkit.config import CompetitionConfig
+from compkit.data.folds import default_scheme_unseen_share
 from compkit.ensemble.weights import read_tuned_ensemble
 from compkit.errors import ParameterError
 from compkit.oof_gap import GapRow, gap_rows
@@ -31,6 +32,7 @@ class PipelineReport:
     ensemble_margin: Difference | None = None  # test: the ensemble minus the best single model, paired
     ensemble: Path | None = None
     by_kind: list[GapRow] = field(default_factory=list)  # identify: scores on seen and new_individual queries
+    default_new_share: float | None = None  # identify: the new_individual share of OOF in the default scheme
     set_aside: list[tuple[Path, str]] = field(default_factory=list)  # damaged files found by `verify`
 
     @property
@@ -86,6 +88,7 @@ def run_pipeline(
         report.ensemble_margin = _ensemble_margin(results)
     if config.task == "identify":
         report.by_kind = gap_rows(config, workspace, [m.name for m in config.models], ensemble_csv=report.ensemble)
+        report.default_new_share = default_scheme_unseen_share(config, workspace)
     return report
 
 

@@ -342,10 +342,16 @@ def _tune_ensemble_stage(config: CompetitionConfig, workspace: Workspace, verify
 
     def make(options: RunOptions) -> str:
         tuned = tune_ensemble(config, workspace, models, select=options.select, storage=options.storage,
-                              progress=options.progress)
+                              trials=ensemble_trials(options.trials, len(models)), progress=options.progress)
         return f"{tuned.select}-tuned weights, OOF {tuned.score:.6f}{_cross_fitted(tuned.cross_fitted_score)}"
 
     return Stage("tune ensemble", path, judge, make)
+
+
+def ensemble_trials(model_trials: int, n_models: int) -> int:
+    """Return the ensemble study's total for `compkit run --trials model_trials`: four times a model's (200 at
+    the default 50), and never fewer than the equal-weights and single-model trials every new study starts with."""
+    return max(4 * model_trials, n_models + 1)
 
 
 def _cross_fitted(score: float | None) -> str:

@@ -360,6 +360,13 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     kaggle: KaggleTestServer
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-download (a killed fetch, a timed-out one) is expected; the rest is not."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _HTTPServer

@@ -393,7 +393,9 @@ def test_pipeline_tunes_the_ensemble_and_reports_its_oof_score(tmp_path):
     report = run_pipeline(config, workspace, trials=5)
     singles = [report.oof_scores[m.name] for m in config.models]
     assert report.oof_scores["ensemble"] >= max(singles) - 1e-9
-    assert json.loads(workspace.tuned_ensemble.read_text())["select"] == ENSEMBLE_SELECT
+    tuned = json.loads(workspace.tuned_ensemble.read_text())
+    assert tuned["select"] == ENSEMBLE_SELECT
+    assert tuned["n_trials"] == 20  # four times each model's 5
     stage, outcome = report.stages[-1]
     assert stage == "ensemble" and f"{ENSEMBLE_SELECT}-tuned" in outcome
     again = run_pipeline(config, workspace, trials=0)

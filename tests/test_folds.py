@@ -6,7 +6,14 @@ import pytest
 from conftest import lock_held_elsewhere
 
 from compkit.config import parse_config
-from compkit.data.folds import build_folds, fold_settings, folds_inputs, load_folds, make_folds
+from compkit.data.folds import (
+    build_folds,
+    default_scheme_unseen_share,
+    fold_settings,
+    folds_inputs,
+    load_folds,
+    make_folds,
+)
 from compkit.errors import CompkitError, ConfigError, DataError, StaleArtifactError
 from compkit.workspace import Workspace, is_fresh, manifest_path, read_manifest
 
@@ -282,6 +289,26 @@ def test_unseen_fraction_defaults_to_the_expected_share_and_is_recorded(identify
     assert fold_settings(explicit).unseen_fraction == 0.1
     with pytest.raises(StaleArtifactError):  # the config's fraction changed: folds.csv no longer fits it
         load_folds(explicit, workspace)
+
+
+def test_the_default_schemes_unseen_share_is_that_of_plain_stratified_folds(identify_workspace):
+    _, workspace = identify_workspace
+    held = parse_config(IDENTIFY_TOML.replace("seed = 7", "seed = 7\nunseen_fraction = 0.4"), source="x.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = build_folds(held, workspace)
+        folds = load_folds(held, workspace)
+        plain = make_folds(folds, strategy="stratified", n_splits=3, seed=7, label_column="individual_id")
+    expected = (folds.assign(fold=plain).groupby("individual_id")["fold"].transform("nunique") == 1).mean()
+
+    share = default_scheme_unseen_share(held, workspace)
+
+    assert share == pytest.approx(expected) and share < result.unseen_share - 0.1
+    default = parse_config(IDENTIFY_TOML, source="identify.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_folds(default, workspace)
+    assert default_scheme_unseen_share(default, workspace) is None  # its folds are the default scheme's
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,18 @@ from compkit.retrieval.search import search
 needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
 
 
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Search with two torch threads, so two block workers, whatever OMP_NUM_THREADS says (make test sets 1):
+    block plans depend on the worker count, and the threaded path is the one to test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tied_rows(n_rows: int, dim: int, seed: int) -> np.ndarray:
     """Return small-integer rows, a third of them repeated: every score is exact and many tie."""
     rng = np.random.default_rng(seed)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from compkit.cli.app import app
 from compkit.config import load_config
+from compkit.data.folds import default_scheme_unseen_share
 from compkit.ensemble.weights import oof_truth
 from compkit.metrics import average_precision_at_5
 from compkit.oof_gap import by_kind, gap_rows, new_share_of_test
@@ -63,6 +64,9 @@ def test_run_prints_each_models_seen_and_new_scores_on_oof_and_test(tmp_path):
         assert f"{row.test.score:.6f}" in result.stdout, name
     table = result.stdout[result.stdout.index("MAP@5 on seen and new_individual queries"):]
     assert f"test {share:.1%}" in table and f"OOF {rows['cnn'].oof.new_share:.1%}" in table
+    default = default_scheme_unseen_share(config, workspace)  # the demo keeps encounters whole
+    assert default is not None and f"default folds {default:.1%}" in table
     for name in ("cnn", "resnet", "ensemble"):  # whole names, in an 80-column console
         line = next(line for line in table.splitlines() if line.strip("│ ").startswith(name + " "))
         assert f"{rows[name].oof_at(share):.4f}" in line and f"{rows[name].test.seen:.4f}" in line
+        assert line.rstrip(" │").endswith(f"{rows[name].oof_at(default):.4f}")

@@ -157,22 +157,32 @@ def test_a_killed_tuners_trial_is_failed_and_run_again_within_the_total(workspac
 
 
 def kill_one_holding_a_trial(workers: list, url: str, name: str) -> tuple[subprocess.Popen, int]:
-    """SIGKILL the first worker caught (stopped with SIGSTOP) holding a RUNNING trial; return it and the trial."""
-    deadline = time.monotonic() + 120
+    """SIGKILL the first worker caught holding a RUNNING trial; return it and the trial.
+
+    Every live worker is stopped (SIGSTOP) at once before the RUNNING trials are read, so that what is read
+    cannot change before the kill, however loaded the machine; the others are then let go (SIGCONT)."""
+    by_pid = {worker.pid: worker for worker in workers}
+    deadline, study = time.monotonic() + 120, None
     while time.monotonic() < deadline and any(worker.poll() is None for worker in workers):
-        for worker in workers:
-            if worker.poll() is not None:
-                continue
+        try:
+            study = study or load(url, name)
+        except KeyError:  # the study is not created yet
+            time.sleep(0.05)
+            continue
+        stopped = [worker for worker in workers if worker.poll() is None]
+        for worker in stopped:
             os.kill(worker.pid, signal.SIGSTOP)
-            try:
-                running = [t for t in trials_of(load(url, name), worker.pid) if t.state.name == "RUNNING"]
-            except KeyError:  # the study is not created yet
-                running = []
-            if running:
-                os.kill(worker.pid, signal.SIGKILL)
-                return worker, running[0].number
-            os.kill(worker.pid, signal.SIGCONT)
-        time.sleep(0.02)
+        try:
+            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                holder = by_pid.get(int(str(trial.user_attrs.get("worker", ":0")).rpartition(":")[2] or 0))
+                if holder in stopped:
+                    os.kill(holder.pid, signal.SIGKILL)
+                    return holder, trial.number
+        finally:
+            for worker in stopped:
+                if worker.poll() is None:
+                    os.kill(worker.pid, signal.SIGCONT)
+        time.sleep(0.01)
     pytest.fail("no tuner was caught holding a running trial")
 
 

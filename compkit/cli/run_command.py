@@ -33,23 +33,27 @@ def _score_cells(oof: float | None, test: float | None) -> tuple[str, str, str]:
     return ("-" if oof is None else f"{oof:.6f}"), ("-" if test is None else f"{test:.6f}"), gap
 
 
-def _kind_table(config, rows) -> Table | None:
+def _kind_table(config, rows, default_share: float | None = None) -> Table | None:
     """Return the identify table of each model's MAP@5 on seen and new_individual queries, OOF and test; the
-    shares of new queries (one per side: they depend on the truth, not the model) are in its title."""
+    shares of new queries (one per side: they depend on the truth, not the model) are in its title. With
+    `default_share` (folds made with a group or unseen_fraction), a column mixes OOF at the default scheme's."""
     from compkit.oof_gap import new_share_of_test
 
     if not rows:
         return None
     share = new_share_of_test(config, rows)
     oof_share = next((row.oof.new_share for row in rows if row.oof is not None), None)
-    shares = [f"{side} {value:.1%}" for side, value in (("OOF", oof_share), ("test", share)) if value is not None]
+    shares = [f"{side} {value:.1%}" for side, value in (("OOF", oof_share), ("default folds", default_share),
+                                                         ("test", share)) if value is not None]
     at = "OOF at test's share" if any(row.test for row in rows) else "OOF at expected share"
-    table = Table(Column("model", no_wrap=True), "OOF seen", "OOF new", "test seen", "test new", at,
+    default = [] if default_share is None else ["OOF at default folds' share"]
+    table = Table(Column("model", no_wrap=True), "OOF seen", "OOF new", "test seen", "test new", at, *default,
                   title=f"{config.slug}: MAP@5 on seen and new_individual queries (new: {', '.join(shares)})")
     for row in rows:
         oof = [None, None] if row.oof is None else [row.oof.seen, row.oof.new]
         test = [None, None] if row.test is None else [row.test.seen, row.test.new]
-        table.add_row(row.model, *map(_cell, oof + test + [row.oof_at(share)]))
+        at_default = [] if default_share is None else [row.oof_at(default_share)]
+        table.add_row(row.model, *map(_cell, oof + test + [row.oof_at(share)] + at_default))
     return table
 
 
@@ -65,7 +69,8 @@ def run(
     competition: Competition = None,
     overrides: Overrides = None,
     models: Models = None,
-    trials: Annotated[int, typer.Option("--trials", help="Each tuning study's total of complete trials.")] = 50,
+    trials: Annotated[int, typer.Option("--trials", help="Each model's tuning study's total of complete "
+                                     "trials; the ensemble's study runs four times as many.")] = 50,
     jobs: Annotated[int, typer.Option("--jobs", help="Parallel training workers.")] = 1,
     device: Annotated[str, typer.Option("--device", metavar="<auto|cpu|cuda>", help="Where to train: auto (CUDA "
                                         "when torch sees a GPU), cpu or cuda.")] = "auto",
@@ -130,7 +135,7 @@ def run(
     if margin is not None:
         stdout.print(f"test: {margin.a} - best single model ({margin.b}) = {margin.difference:+.4f}, standard error "
                      f"{margin.standard_error:.4f} (paired over {margin.n_rows} rows)", highlight=False)
-    kinds = _kind_table(config, report.by_kind)
+    kinds = _kind_table(config, report.by_kind, report.default_new_share)
     if kinds is not None:
         stdout.print(kinds)
     if not report.made:

@@ -521,3 +521,22 @@ def load_folds(config: CompetitionConfig, workspace: Workspace) -> pd.DataFrame:
         row = int((fold.isna() | (fold < 0) | (fold >= settings.n_splits)).to_numpy().argmax())
         raise DataError(f"{path}: row {row + 1}: bad fold {folds[FOLD_COLUMN].iloc[row]!r} {hint}")
     return folds.assign(**{FOLD_COLUMN: fold.astype(np.int64)})
+
+
+def default_scheme_unseen_share(config: CompetitionConfig, workspace: Workspace) -> float | None:
+    """Return the share of rows whose label no other fold would hold in the default scheme (stratified folds
+    of folds.csv's n_splits and seed, with no group and no unseen_fraction): identify's new_individual share of
+    OOF queries had the folds been made that way. None when folds.csv is made that way, or is not identify's
+    stratified kind."""
+    folds = load_folds(config, workspace)
+    settings = recorded_settings(config, read_manifest(workspace.folds_path)["inputs"]["folds"])
+    if (config.task != "identify" or settings.strategy != "stratified"
+            or (settings.group is None and settings.unseen_fraction is None)):
+        return None
+    labels = folds[config.columns.label].to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the rare labels' warning was given when folds.csv was made
+        default = _stratified_folds(labels, n_splits=settings.n_splits, seed=settings.seed,
+                                    label_column=config.columns.label)
+    in_folds = pd.Series(default).groupby(pd.factorize(labels)[0]).transform("nunique").to_numpy()
+    return float((in_folds == 1).mean())
