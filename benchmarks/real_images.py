@@ -389,7 +389,7 @@ def run(out_root: Path, workspace_root: Path, *, slugs: list[str], models: list[
             results.append((slug, name, report.oof_scores.get(name), report.test_scores.get(name),
                             report.test_errors.get(name)))
         if report.by_kind:
-            print_by_kind(config, report.by_kind)
+            print_by_kind(config, report.by_kind, report.default_new_share)
         if "ensemble" in report.cross_fitted_scores:
             print(f"{slug} ensemble OOF cross-fitted (weights tuned on the other folds): "
                   f"{report.cross_fitted_scores['ensemble']:.4f}", flush=True)
@@ -407,8 +407,9 @@ def _model_names(slug: str) -> set[str]:
     return {m.name for m in load_benchmark_config(slug).models}
 
 
-def print_by_kind(config, rows) -> None:
-    """Print identify's MAP@5 on seen and new_individual queries, OOF and test, as a Markdown table."""
+def print_by_kind(config, rows, default_share: float | None = None) -> None:
+    """Print identify's MAP@5 on seen and new_individual queries, OOF and test, as a Markdown table; with
+    `default_share`, also OOF mixed at the default folds' share of new queries."""
     from compkit.oof_gap import new_share_of_test
 
     share = new_share_of_test(config, rows)
@@ -418,11 +419,17 @@ def print_by_kind(config, rows) -> None:
             return "- | - | -"
         return " | ".join(["-" if v is None else f"{v:.4f}" for v in (kind.seen, kind.new)] + [f"{kind.new_share:.1%}"])
 
+    def mixed(row, at) -> str:
+        value = row.oof_at(at)
+        return "-" if value is None else f"{value:.4f}"
+
+    default = "" if default_share is None else f" OOF at default folds' share ({default_share:.1%}) |"
     print(f"\n{config.slug}: MAP@5 by query kind\n| model | OOF seen | OOF new | OOF new share | test seen | test new "
-          "| test new share | OOF at test's share |\n|---|---|---|---|---|---|---|---|")
+          f"| test new share | OOF at test's share |{default}\n|---|---|---|---|---|---|---|---|"
+          + ("---|" if default else ""))
     for row in rows:
-        mixed = row.oof_at(share)
-        print(f"| {row.model} | {cells(row.oof)} | {cells(row.test)} | {'-' if mixed is None else f'{mixed:.4f}'} |")
+        extra = "" if default_share is None else f" {mixed(row, default_share)} |"
+        print(f"| {row.model} | {cells(row.oof)} | {cells(row.test)} | {mixed(row, share)} |{extra}")
     print(flush=True)
 
 
