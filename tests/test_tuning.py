@@ -336,9 +336,12 @@ def test_blending_stages_change_the_cached_neighbours_and_still_predict(embedded
     assert score_submission(blended_config, workspace, result.submission).score > 0
 
 
-def test_a_read_only_study_storage_is_one_line_naming_it(tmp_path):
-    path = tmp_path / "study.sqlite3"
+def test_a_read_only_study_storage_is_one_line_naming_it(tmp_path, monkeypatch):
+    path = tmp_path / "db" / "study.sqlite3"
+    path.parent.mkdir()
     open_study(f"sqlite:///{path}", "s", seed=0).optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"--storage .*study.sqlite3.*: cannot open \(attempt to write a readonly"):
         open_study(url, "s", seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # the URI's lock is beside its file, not in ./file:

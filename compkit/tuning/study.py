@@ -196,6 +196,10 @@ def _creation_lock(url: str) -> Iterator[None]:
             yield
         return
     database = parsed.database if url.startswith("sqlite") else None
+    if database and database.startswith("file:") and parsed.query.get("uri") == "true":
+        from urllib.parse import urlparse  # a URI filename (sqlite:///file:/path?mode=ro&uri=true)
+
+        database = urlparse(database).path or None
     if not database or database == ":memory:":
         yield
         return
