@@ -45,8 +45,8 @@ def test_fetch_folds_status_score_through_the_cli(tmp_path, demo):
     assert folds.exit_code == 0, folds.output
     assert (work / f"tiny-{demo}" / "folds.csv").is_file()
     if demo == "demo-identify":  # the share of OOF queries that are new individuals, next to its target
-        assert re.search(r"new_individual OOF queries: \d+\.\d% of rows \(folds.unseen_fraction 30.0%\)",
-                         folds.stderr)
+        assert re.search(r"new_individual OOF queries: \d+\.\d% of rows \(folds.unseen_fraction 30.0%; "
+                         r"default folds \d+\.\d%\)", folds.stderr)
         assert re.search(r"seen OOF queries with no row of their encounter in another fold: \d+\.\d% "
                          r"\(folds.unseen_group_fraction 35.0%\)", folds.stderr)
 

@@ -151,7 +151,12 @@ def folds(
         table.add_row(*[str(v) for v in row])
     stderr.print(table)
     if config.task == "identify":
-        target = "" if result.unseen_fraction is None else f" (folds.unseen_fraction {result.unseen_fraction:.1%})"
+        from compkit.data.folds import default_scheme_unseen_share
+
+        targets = [] if result.unseen_fraction is None else [f"folds.unseen_fraction {result.unseen_fraction:.1%}"]
+        if (default := default_scheme_unseen_share(config, space)) is not None:
+            targets.append(f"default folds {default:.1%}")
+        target = f" ({'; '.join(targets)})" if targets else ""
         stderr.print(f"new_individual OOF queries: {result.unseen_share:.1%} of rows{target}", highlight=False)
     if result.unseen_group_share is not None:
         fraction = config.folds.unseen_group_fraction
