@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 from compkit.config import COMBINED_KINDS, CompetitionConfig
@@ -114,7 +115,10 @@ def _run_parallel(config, workspace, tasks, jobs, device, backend, scheduler, em
     from joblib import Parallel, delayed, parallel_config
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=threads):
+    with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=threads), warnings.catch_warnings():
+        # loky replaces a worker whose memory grew by 300 MB since it started (a trained fold's decoded images
+        # do) and warns of "a memory leak" when jobs are waiting: expected here, and not the user's to fix.
+        warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given to the executor")
         results = Parallel(return_as="generator_unordered")(
             delayed(run_model_fold)(
                 config, name, fold, workspace, device=device, threads=threads, embed_only=embed_only, force=force
