@@ -240,6 +240,10 @@ class AugmentSettings:
         return None
 
 
+# the implementation of AugmentSettings (compkit.models.augment), in every trained image model's fingerprint:
+# bumped when the same settings augment differently, so folds trained by the old code are stale
+AUGMENT_VERSION = "batched-1"
+
 TTA_CHOICES = ("flip",)
 
 

@@ -22,7 +22,7 @@ def test_decoded_images_are_kept_up_to_the_budget_and_read_from_disk_beyond(tmp_
     assert sorted(images.images) == [0, 1] and images.size == 2 * 8 * 8 * 3
     paths[0].unlink()
     paths[3].unlink()
-    assert images[0] is first[0]  # cached: never read again
+    assert images[0] is first[0] and images.image(0).getpixel((0, 0)) == (0, 0, 0)  # cached: never read again
     with pytest.raises(DataError, match=r"3\.png: cannot read image"):
         images[3]
 

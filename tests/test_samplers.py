@@ -55,10 +55,10 @@ def _epoch_tensors(loader, epoch: int):
 
 def test_epoch_loader_replays_an_epoch_exactly_with_any_number_of_workers(tmp_path):
     from PIL import Image
-    from torchvision import transforms
 
-    from compkit.config import TrainSettings
-    from compkit.models.factory import DecodedImages, ImageRows
+    from compkit.config import AugmentSettings, TrainSettings
+    from compkit.models.augment import BatchAugment
+    from compkit.models.factory import AugmentedImageRows, DecodedImages
     from compkit.training.steps import EpochLoader
 
     paths = []
@@ -67,9 +67,9 @@ def test_epoch_loader_replays_an_epoch_exactly_with_any_number_of_workers(tmp_pa
         Image.fromarray(np.random.default_rng(index).integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     labels = np.arange(24) % 6
-    augment = transforms.Compose([transforms.RandomResizedCrop(12, scale=(0.3, 1.0)), transforms.ToTensor(),
-                                  transforms.ColorJitter(0.4, 0.4)])
-    dataset = ImageRows(DecodedImages(paths), np.arange(24), labels, augment)
+    augment = BatchAugment(12, AugmentSettings(crop_scale=(0.3, 1.0), color_jitter=0.4, rotation=10.0),
+                           mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    dataset = AugmentedImageRows(DecodedImages(paths), np.arange(24), labels, augment)
     runs = {}
     for workers in (0, 2):
         settings = TrainSettings(batch_size=8, sampler="class_balanced", images_per_class=2, num_workers=workers)

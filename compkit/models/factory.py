@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,14 @@ from torch.utils.data import Dataset
 
 from compkit.config import Columns, ImageModel, TextModel, is_zero_shot
 from compkit.errors import DataError
+from compkit.models.augment import BatchAugment
 
 DECODED_CACHE_BYTES = 1 << 30
 
 
 class DecodedImages:
-    """Decoded RGB images by path index, kept in memory up to `budget` bytes (then decoded on every read).
+    """Decoded RGB images by path index as (H, W, 3) uint8 arrays, kept in memory up to `budget` bytes (then
+    decoded on every read); `image(index)` is the same picture as a PIL image.
 
     Decoding a JPEG costs as much as augmenting it: over the epochs of a small dataset the cache takes that
     cost once. Each DataLoader worker process fills its own copy.
@@ -29,28 +30,31 @@ class DecodedImages:
 
     def __init__(self, paths: list[Path], budget: int = DECODED_CACHE_BYTES) -> None:
         self.paths, self.budget = paths, budget
-        self.images: dict[int, Image.Image] = {}
+        self.images: dict[int, np.ndarray] = {}
         self.size = 0
 
-    def __getitem__(self, index: int) -> Image.Image:
-        image = self.images.get(index)
-        if image is not None:
-            return image
+    def __getitem__(self, index: int) -> np.ndarray:
+        pixels = self.images.get(index)
+        if pixels is not None:
+            return pixels
         path = self.paths[index]
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                pixels = np.array(opened.convert("RGB"))
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: cannot read image ({error})") from None
-        nbytes = image.width * image.height * 3
-        if self.size + nbytes <= self.budget:
-            self.images[index] = image
-            self.size += nbytes
-        return image
+        if self.size + pixels.nbytes <= self.budget:
+            self.images[index] = pixels
+            self.size += pixels.nbytes
+        return pixels
+
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self[index])
 
 
 class ImageRows(Dataset):
-    """Images of selected rows with their labels (-1 when unknown), decoded lazily, at most once when they fit."""
+    """Images of selected rows through a per-image `transform` (evaluation), with their labels (-1 when
+    unknown); decoded lazily, at most once when they fit."""
 
     def __init__(self, images: DecodedImages, rows: np.ndarray, labels: np.ndarray, transform) -> None:
         self.images, self.rows, self.labels, self.transform = images, rows, labels, transform
@@ -58,15 +62,39 @@ class ImageRows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        """Return (image tensor, label) of a position, or of (augmentation seed, position) in training."""
-        if isinstance(key, tuple):
-            seed, position = key
-            random.seed(seed)  # timm's crop draws from `random`, torchvision's transforms from torch
-            torch.default_generator.manual_seed(seed)
-        else:
-            position = key
-        return self.transform(self.images[int(self.rows[position])]), int(self.labels[position])
+    def __getitem__(self, position: int):
+        return self.transform(self.images.image(int(self.rows[position]))), int(self.labels[position])
+
+
+class AugmentedImageRows(Dataset):
+    """Training rows read a batch at a time by (augmentation seed, position) keys: each row's crop drawn from
+    its seed, the rest of `augment` applied to the whole batch (compkit.models.augment)."""
+
+    def __init__(self, images: DecodedImages, rows: np.ndarray, labels: np.ndarray, augment: BatchAugment) -> None:
+        self.images, self.rows, self.labels, self.augment = images, rows, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]):
+        images, labels = self.__getitems__([key])
+        return images[0], labels[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.augment.image_size
+        crops = torch.empty(len(keys), 3, size, size, dtype=torch.uint8)
+        draws = []
+        for slot, (seed, position) in enumerate(keys):
+            pixels = self.images[int(self.rows[position])]
+            draws.append(self.augment.draw(seed, pixels.shape[0], pixels.shape[1]))
+            crops[slot] = self.augment.crop(pixels, draws[-1])
+        positions = np.fromiter((position for _, position in keys), dtype=np.int64, count=len(keys))
+        return self.augment.finish(crops, draws), torch.from_numpy(self.labels[positions].astype(np.int64))
+
+    @staticmethod
+    def collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DataLoader's collate_fn: `__getitems__` returns the batch already made."""
+        return batch
 
 
 class TokenRows(Dataset):
@@ -87,7 +115,7 @@ class TokenRows(Dataset):
 @dataclass
 class ImageInputs:
     paths: list[Path]
-    train_transform: Any
+    train_augment: BatchAugment
     eval_transform: Any
     images: DecodedImages = field(init=False)
 
@@ -95,7 +123,9 @@ class ImageInputs:
         self.images = DecodedImages(self.paths)
 
     def dataset(self, rows: np.ndarray, labels: np.ndarray, *, train: bool) -> Dataset:
-        return ImageRows(self.images, rows, labels, self.train_transform if train else self.eval_transform)
+        if train:
+            return AugmentedImageRows(self.images, rows, labels, self.train_augment)
+        return ImageRows(self.images, rows, labels, self.eval_transform)
 
 
 @dataclass
@@ -129,7 +159,7 @@ def _build_image(model: ImageModel, columns: Columns) -> EmbedderBuild:
     from compkit.models.image import ImageEmbedder, create_backbone, image_transforms
 
     backbone = create_backbone(model.backbone, pretrained=model.pretrained, pretrained_path=model.pretrained_path)
-    train_transform, eval_transform, data_config = image_transforms(backbone, model.image_size, model.augment)
+    train_augment, eval_transform, data_config = image_transforms(backbone, model.image_size, model.augment)
     embedder = ImageEmbedder(
         backbone, embedding_dim=model.embedding_dim, pooling=model.pooling, image_size=model.image_size,
         neck=not is_zero_shot(model), flip_tta="flip" in model.tta,
@@ -137,7 +167,7 @@ def _build_image(model: ImageModel, columns: Columns) -> EmbedderBuild:
 
     def make_inputs(frame: pd.DataFrame, images_dir: Path) -> ImageInputs:
         paths = [images_dir / name for name in frame[columns.image]]
-        return ImageInputs(paths, train_transform, eval_transform)
+        return ImageInputs(paths, train_augment, eval_transform)
 
     return EmbedderBuild(embedder, {"data_config": data_config, "backbone": model.backbone}, make_inputs)
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from compkit.config import AugmentSettings
 from compkit.errors import ConfigError
+from compkit.models.augment import BatchAugment
 from compkit.models.pretrained import hub_backbone, load_backbone_weights
 
 
@@ -93,22 +94,19 @@ def create_backbone(name: str, *, pretrained: bool, pretrained_path: str | None)
 
 
 def image_transforms(backbone: nn.Module, image_size: int, augment: AugmentSettings):
-    """Return (train, eval) transforms from the backbone's own pretrained config (mean, std, interpolation).
+    """Return (training augmentation, evaluation transform, data config) from the backbone's own pretrained
+    config (mean, std, interpolation).
 
-    The training transform is timm's random-resized crop, flip and colour jitter as `augment` sets them,
-    after a random rotation when `augment.rotation` > 0.
+    Training is compkit.models.augment's batched random-resized crop, flip, rotation and colour jitter as
+    `augment` sets them; evaluation is timm's resize and centre crop of the whole image.
     """
     from timm.data import create_transform, resolve_model_data_config
-    from torchvision import transforms
 
     data_config = resolve_model_data_config(backbone)
     data_config["input_size"] = (3, image_size, image_size)
     data_config["crop_pct"] = 1.0
-    train = create_transform(
-        **data_config, is_training=True, scale=tuple(augment.crop_scale), hflip=augment.hflip,
-        color_jitter=augment.color_jitter or None, re_prob=0.0,
-    )
-    if augment.rotation > 0:
-        train = transforms.Compose([transforms.RandomRotation(augment.rotation), *train.transforms])
+    interpolation = "bicubic" if data_config.get("interpolation") == "bicubic" else "bilinear"
+    train = BatchAugment(image_size, augment, mean=tuple(data_config["mean"]), std=tuple(data_config["std"]),
+                         interpolation=interpolation)
     evaluate = create_transform(**data_config, is_training=False)
     return train, evaluate, data_config

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from compkit.config import CompetitionConfig
+from compkit.config import AUGMENT_VERSION, CompetitionConfig
 from compkit.data.folds import FOLD_COLUMN, load_folds
 from compkit.data.tables import load_train
 from compkit.errors import ParameterError, StaleArtifactError
@@ -109,6 +109,7 @@ def model_fold_inputs(config: CompetitionConfig, model, fold: int, workspace: Wo
         "data": upstream_fingerprint(workspace.data_dir, f"run: compkit fetch -c {config.slug}"),
         "folds": folds_fingerprint(config, workspace),
         **_pseudo_label_inputs(config, model, workspace),
+        **({"augment_version": AUGMENT_VERSION} if model.kind == "image" else {}),
     }
 
 

@@ -76,7 +76,8 @@ class EpochLoader:
         # its own generator: starting the loader's iterator would otherwise draw from the global RNG, which a
         # resumed run (a new iterator, new workers) would then leave in another state than an uninterrupted one
         self.loader = DataLoader(dataset, batch_sampler=self.batches, num_workers=workers, pin_memory=pin_memory,
-                                 persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+                                 persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+                                 collate_fn=getattr(dataset, "collate", None))
 
     def epoch(self, epoch: int, *, start_batch: int = 0) -> DataLoader:
         """Return the loader set to epoch `epoch`'s batches from `start_batch` on."""
