@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/train_throughput.py --device cuda --amp bf16 --image-size 384 --workers 8
 
 compkit's side is the code `train_model_fold` runs, from image files on disk: the config's input pipeline
-(`build_embedder(...).inputs`: decoded-image cache, timm's augmentation from the backbone's data config),
+(`build_embedder(...).inputs`: decoded-image cache, compkit.models.augment's batched augmentation with the
+backbone's mean, std and interpolation),
 `EpochLoader` (one DataLoader for the run, persistent workers, per-row augmentation seeds) and
 `TrainingStep.run_epoch` (embedder + ArcFace head + cross-entropy, AdamW, LR schedule). `--data tensors`
 feeds it pre-loaded tensors instead, isolating the step. The reference is the textbook loop with no data

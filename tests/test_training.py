@@ -108,6 +108,18 @@ def test_fresh_model_is_skipped_and_embeddings_reused_with_zero_forwards(trained
     assert ForwardCounter.batches == before
 
 
+def test_a_new_augmentation_version_makes_trained_image_folds_stale(trained, monkeypatch):
+    from compkit.training.rows import model_fold_inputs
+    from compkit.workspace import is_fresh
+
+    config, workspace, _, _ = trained
+    model_dir = workspace.model_dir("cnn", 0)
+    assert is_fresh(model_dir, model_fold_inputs(config, config.model("cnn"), 0, workspace))
+    monkeypatch.setattr("compkit.training.rows.AUGMENT_VERSION", "another")
+    assert not is_fresh(model_dir, model_fold_inputs(config, config.model("cnn"), 0, workspace))
+    assert "augment_version" not in model_fold_inputs(config, config.model("tfidf-word"), 0, workspace)
+
+
 def test_embeddings_are_rebuilt_when_the_checkpoint_changes(trained, tmp_path):
     config, workspace, _, _ = trained
     model = config.model("cnn")
