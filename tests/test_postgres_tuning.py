@@ -137,7 +137,7 @@ def test_three_tuners_end_the_study_with_its_total_and_lose_no_trial(workspaces,
 
 def test_a_killed_tuners_trial_is_failed_and_run_again_within_the_total(workspaces, database):
     folder, bases = workspaces
-    total = 30
+    total = 90  # a trial is RUNNING for milliseconds: enough of them that a loaded machine still catches one
     workers = tuners(folder, bases, database, total, env={**ENV, **SHORT_HEARTBEAT})
     name = study_name(folder, bases[0])
 
